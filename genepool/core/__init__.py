@@ -1,0 +1,1 @@
+"""Plain-Python logic of genepool (no Dagster imports): genome, benchmark, operators, selection."""
