@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,10 +161,18 @@ def migrate(url: str) -> list[str]:
 
 
 class Database:
-    """A small handle on the genepool database: connections with dict rows, migrations applied."""
+    """A handle on the genepool database: one persistent autocommit connection per process
+    (dict rows), reused for every query so per-call overhead stays small next to LLM calls.
+
+    ``connection()`` yields that connection inside a transaction; ``fetchall``/``fetchone``/``execute``
+    run one statement each. Safe to share between threads (a lock serialises use).
+    """
 
     def __init__(self, url: str):
         self.url = url
+        self._conn: psycopg.Connection | None = None
+        self._pid: int | None = None
+        self._lock = threading.RLock()
 
     @classmethod
     def from_env(cls) -> Database:
@@ -171,19 +180,39 @@ class Database:
         migrate(db.url)
         return db
 
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._pid != os.getpid():
+            self._conn = psycopg.connect(self.url, row_factory=dict_row, autocommit=True, connect_timeout=10)
+            self._pid = os.getpid()
+        return self._conn
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
-        with connect(self.url) as conn:
-            yield conn
+        """The shared connection, inside a transaction committed on success, rolled back on error."""
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                yield conn
 
-    def fetchall(self, sql: str, params: tuple | dict | None = None) -> list[dict]:
-        with self.connection() as conn:
-            return list(conn.execute(sql, params))
+    def fetchall(self, sql: str, params: tuple | dict | list | None = None) -> list[dict]:
+        with self._lock:
+            return list(self._connection().execute(sql, params))
 
-    def fetchone(self, sql: str, params: tuple | dict | None = None) -> dict | None:
-        with self.connection() as conn:
-            return conn.execute(sql, params).fetchone()
+    def fetchone(self, sql: str, params: tuple | dict | list | None = None) -> dict | None:
+        with self._lock:
+            return self._connection().execute(sql, params).fetchone()
 
-    def execute(self, sql: str, params: tuple | dict | None = None) -> None:
+    def execute(self, sql: str, params: tuple | dict | list | None = None) -> None:
+        with self._lock:
+            self._connection().execute(sql, params)
+
+    def executemany(self, sql: str, rows: list) -> None:
         with self.connection() as conn:
-            conn.execute(sql, params)
+            with conn.cursor() as cur:
+                cur.executemany(sql, rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and not self._conn.closed:
+                self._conn.close()
+            self._conn = None
