@@ -1,0 +1,1 @@
+"""Jinja2 meta-prompts of the evolution engine (package data)."""
