@@ -1,0 +1,116 @@
+"""The dbt metrics models as Dagster assets (group "metrics"), their dbt tests as asset checks.
+
+dbt sources are mapped onto the Python assets that write the tables (see ``SOURCE_ASSET_KEYS``,
+which agrees with ``meta.dagster.asset_key`` in dbt_metrics/models/sources.yml), so the models
+hang under them in the asset graph. The dbt assets are not partitioned: they read all partitions.
+
+Import side effect: the dbt manifest is built with ``dbt parse`` if missing or stale (~6 s).
+"""
+
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from genepool.resources.dbt import DBT_PROJECT_DIR, dbt_env, dbt_executable, patched_environ, prepare_manifest
+
+METRICS_GROUP = "metrics"
+DBT_RESOURCE_KEY = "dbt"
+
+# dbt source table (in source "genepool") -> key of the Dagster asset that writes it.
+SOURCE_ASSET_KEYS: dict[str, list[str]] = {
+    "traces": ["traces"],
+    "experiment_results": ["experiment_results"],
+    "experiments": ["experiment_results"],
+    "llm_calls": ["experiment_results"],
+    "front_members": ["pareto_front"],
+    "prompt_events": ["promoted_prompts"],
+    "prompts": ["prompt_registry"],
+    "candidates": ["mutated_population"],
+}
+
+METRIC_MODELS = ("agent_prompt_metrics", "agent_health", "generation_front_stats", "promotion_history")
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+prepare_manifest(DBT_PROJECT_DIR)
+
+
+class GenepoolDbtTranslator(DagsterDbtTranslator):
+    """Sources -> the Python assets that write them; models -> group "metrics"; tests -> checks."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            settings=DagsterDbtTranslatorSettings(
+                enable_asset_checks=True,
+                # experiments, experiment_results and llm_calls all come from one asset.
+                enable_duplicate_source_asset_keys=True,
+                enable_source_tests_as_checks=True,
+            )
+        )
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["source_name"] == "genepool":
+            key = SOURCE_ASSET_KEYS.get(dbt_resource_props["name"])
+            if key:
+                return dg.AssetKey(key)
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
+            return METRICS_GROUP
+        return super().get_group_name(dbt_resource_props)
+
+
+class GenepoolDbtCliResource(DbtCliResource):
+    """DbtCliResource that points dbt at the genepool database for each invocation.
+
+    ``database_url`` None = the project's database (GENEPOOL_DATABASE_URL or the embedded server),
+    resolved at run time. Prefer None or ``dg.EnvVar(...)`` over a literal URL with a password.
+    """
+
+    database_url: str | None = None
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        from genepool.resources.postgres import Database
+
+        return Database.from_env().url
+
+    def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:  # type: ignore[override]
+        # The dbt subprocess inherits os.environ at Popen time, inside super().cli().
+        with patched_environ(dbt_env(self.resolved_database_url())):
+            return super().cli(args, **kwargs)
+
+
+def dbt_resource(database_url: str | None = None) -> GenepoolDbtCliResource:
+    """The resource the metrics assets need under the key ``"dbt"``."""
+    return GenepoolDbtCliResource(
+        project_dir=dbt_project,
+        database_url=database_url,
+        dbt_executable=dbt_executable(),
+    )
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=GenepoolDbtTranslator(),
+    name="metrics_dbt_assets",
+)
+def metrics_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """`dbt build` of the metrics models (the selection Dagster asks for) and their tests."""
+    yield from dbt.cli(["build"], context=context).stream()
+
+
+metrics_asset_selection = dg.AssetSelection.assets(metrics_dbt_assets)
+metrics_job = dg.define_asset_job("metrics_job", selection=metrics_asset_selection)
