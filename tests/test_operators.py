@@ -158,7 +158,9 @@ def test_crossover_keeps_shared_genes_order_and_partitions_the_rest():
 def test_reflect_parses_recorded_reply_into_genomes():
     clusters = _clusters()
     msgs = ops.reflect_messages(SEED, clusters, 2)
-    assert "right label but extra text" in msgs[1]["content"] and "PROMPT 2:" in msgs[1]["content"]
+    assert "right label but extra text" in msgs[-1]["content"] and "Write 2 improved rule lists" in msgs[-1]["content"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]  # worked example first
+    assert "PROMPT 2:" in msgs[2]["content"]
     reply = (
         "Here are the improved prompts.\n\nPROMPT 1:\n- Answer with one word: the label.\n- Do not explain.\n\n"
         "**Prompt 2:**\n1. Reply with only the label.\n2. ###\n"

@@ -307,7 +307,7 @@ def crossover(g1: Genome, g2: Genome, rng: random.Random) -> tuple[Genome, Genom
 # --- reflective mutation (model) -------------------------------------------------------------------
 
 _TEMPLATE_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-REFLECT_PARAMS = {"temperature": 0.0, "max_tokens": 256, "stop": []}
+REFLECT_PARAMS = {"temperature": 0.0, "max_tokens": 160, "stop": []}
 
 
 def reflect_template() -> jinja2.Template:
@@ -315,24 +315,67 @@ def reflect_template() -> jinja2.Template:
     return _TEMPLATE_ENV.from_string(text)
 
 
+# A worked example shown to the model as a user/assistant exchange before the real request: tiny
+# models follow a demonstrated format far better than a described one.
+REFLECT_SYSTEM = (
+    "You improve the rules of an assistant's system prompt so that it makes fewer mistakes. "
+    "Reply only with the numbered rule lists."
+)
+_DEMO_GENOME = Genome(role="You answer questions about train times.", instructions=("Be friendly.",))
+_DEMO_CLUSTERS = [
+    {
+        "name": "times: right time but extra words around it",
+        "share": 0.7,
+        "example_messages": ["expected '14:05', got 'The train leaves at 14:05.'"],
+        "hint": "Reply with only the time, as HH:MM.",
+    },
+    {"name": "times: wrong time", "share": 0.3, "example_messages": [], "hint": "Copy the time from the timetable."},
+]
+_DEMO_LISTS = (
+    ("Reply with only the time, as HH:MM.", "Copy the time exactly from the timetable."),
+    ("Answer with the time only.", "Do not add any other words."),
+    ("Give only the departure time.", "Never explain.", "Check the timetable before answering."),
+)
+
+
+def _format_lists(lists: Sequence[Sequence[str]]) -> str:
+    return "\n".join(f"PROMPT {i}:\n" + "\n".join(f"- {r}" for r in rules) for i, rules in enumerate(lists, 1))
+
+
 def reflect_messages(g: Genome, clusters: Sequence[FailureCluster], n: int) -> list[dict[str, str]]:
-    """The chat messages of the reflection meta-prompt (rendered with StrictUndefined)."""
-    prompt = reflect_template().render(
+    """The chat messages of the reflection meta-prompt (rendered with StrictUndefined).
+
+    System, then a worked example (user request and the ideal answer) and the real request.
+    """
+    template = reflect_template()
+    n_demo = min(n, len(_DEMO_LISTS))
+    demo = template.render(
+        role=_DEMO_GENOME.role, instructions=list(_DEMO_GENOME.instructions), clusters=_DEMO_CLUSTERS, n=n_demo
+    )
+    prompt = template.render(
         role=g.role,
         instructions=list(g.instructions),
         clusters=[c.to_dict() for c in clusters[:5]],
         n=n,
     )
     return [
-        {"role": "system", "content": "You are an expert prompt engineer. Follow the output format exactly."},
+        {"role": "system", "content": REFLECT_SYSTEM},
+        {"role": "user", "content": demo},
+        {"role": "assistant", "content": _format_lists(_DEMO_LISTS[:n_demo])},
         {"role": "user", "content": prompt},
     ]
+
+
+def reflect_params(n: int) -> dict[str, Any]:
+    """Greedy, bounded, and stopped after the n-th list."""
+    return {**REFLECT_PARAMS, "stop": [f"PROMPT {n + 1}", "\n\n\n"]}
 
 
 _HEADER = re.compile(r"^\s*(?:#+\s*)?\**\s*(?:prompt|version|list|option|rules?)\s*#?\s*(\d+)\s*\**\s*[:.)-]?\s*\**\s*$",
                      re.IGNORECASE | re.MULTILINE)
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+(.*\S)\s*$")
 _PLACEHOLDERS = {"first rule", "second rule", "rule", "(no rules yet)", "no rules yet"}
+_DEMO_RULES = {_norm(r) for rules in _DEMO_LISTS for r in rules} - {_norm("Never explain."), _norm("Do not explain.")}
 
 
 def _valid_rule(text: str) -> bool:
@@ -340,7 +383,7 @@ def _valid_rule(text: str) -> bool:
     words = t.split()
     if not (2 <= len(words) <= 40) or len(t) > 240:
         return False
-    if _norm(t) in _PLACEHOLDERS:
+    if _norm(t) in _PLACEHOLDERS or _norm(t) in _DEMO_RULES:
         return False
     letters = sum(ch.isalpha() for ch in t)
     return letters >= 0.6 * len(t.replace(" ", ""))
@@ -379,7 +422,7 @@ def parse_reflection(text: str, n: int) -> tuple[list[list[str]], list[str]]:
         good = [_sentence(r.strip().strip('"')) for r in rules if _valid_rule(r)]
         good = list(_dedupe(good, key=_norm))
         if len(good) < len(rules):
-            problems.append(f"list {i + 1}: dropped {len(rules) - len(good)} line(s) that are not rules")
+            problems.append(f"list {i + 1}: dropped {len(rules) - len(good)} line(s) that are not rules or repeat one")
         if not good:
             problems.append(f"list {i + 1}: no usable rule")
             continue
@@ -412,7 +455,7 @@ def reflect(
         return []
     messages = reflect_messages(g, clusters, n)
     try:
-        completion = llm.chat(messages, dict(REFLECT_PARAMS), purpose="reflect", partition_key=partition_key)
+        completion = llm.chat(messages, reflect_params(n), purpose="reflect", partition_key=partition_key)
     except Exception as exc:  # a failed reflection must not stop breeding
         msg = f"reflect: model call failed: {exc}"
         log.warning(msg)
