@@ -110,3 +110,20 @@ def test_hypervolume_exact_and_normalised():
     assert hypervolume(pts, (0, 0, 0)) == pytest.approx(expected)
     with pytest.raises(ValueError, match="ideal"):
         hypervolume(pts, (0, 0, 0), ideal=(1, 0, 1))
+
+
+def test_outcomes_from_traces():
+    from genepool.core.types import outcomes_from_traces
+
+    traces = [
+        {"item_id": "a", "success": True, "prompt_tokens": 30, "completion_tokens": 2, "latency_ms": 40.0},
+        {"item_id": "b", "success": False, "prompt_tokens": 30, "completion_tokens": 9, "latency_ms": 60.0},
+        {"item_id": "z", "success": True},
+    ]
+    out = outcomes_from_traces(traces, {"a": "validation", "b": "control"})
+    assert out == {"a": ItemOutcome(True, 32, 40.0, "validation"), "b": ItemOutcome(False, 39, 60.0, "control")}
+    assert set(outcomes_from_traces(traces, {}, default_role="target")) == {"a", "b", "z"}
+    with pytest.raises(ValueError, match="role="):
+        outcomes_from_traces(traces, {"a": "holdout"})
+    with pytest.raises(ValueError, match="item_id"):
+        outcomes_from_traces([{"success": True}], {})

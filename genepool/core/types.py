@@ -60,3 +60,26 @@ def field_of(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, dict):
         return obj.get(name, default)
     return getattr(obj, name, default)
+
+
+def outcomes_from_traces(traces: list[Any], roles: dict[str, str], default_role: str | None = None) -> dict[str, ItemOutcome]:
+    """Per-item outcomes of one candidate from its trace rows (``TraceRow`` dicts).
+
+    ``roles`` maps item id -> "target" | "control" | "validation"; items without a role are skipped
+    unless ``default_role`` is given. Tokens are prompt + completion tokens.
+    """
+    out: dict[str, ItemOutcome] = {}
+    for t in traces:
+        item_id = field_of(t, "item_id")
+        if item_id is None:
+            raise ValueError("a trace row has no 'item_id'; every trace must name the benchmark item it scored")
+        role = roles.get(str(item_id), default_role)
+        if role is None:
+            continue
+        out[str(item_id)] = ItemOutcome(
+            success=bool(field_of(t, "success", False)),
+            tokens=int(field_of(t, "prompt_tokens", 0) or 0) + int(field_of(t, "completion_tokens", 0) or 0),
+            latency_ms=float(field_of(t, "latency_ms", 0.0) or 0.0),
+            role=role,
+        )
+    return out
