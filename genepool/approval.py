@@ -108,6 +108,7 @@ def approve(
     """
     prompt_id = _require(prompt_id, "prompt id", "pass the id of a candidate prompt (e.g. pr_0123456789abcdef)")
     approver = _require(approver, "approver", "give the approver's name (--by NAME, or the Approver field)")
+    hooks = [h for h in (langfuse_hook(langfuse), on_approved) if h is not None]  # bad hooks fail before
     reg = PromptRegistry(db)
     rec = reg.get(prompt_id)
     if rec.state != "candidate":
@@ -116,7 +117,6 @@ def approve(
             "only candidates can be approved (list them with `genepool prompts --state candidate`)"
         )
     record = reg.approve(prompt_id, approver, (reason or "").strip())
-    hooks = [h for h in (langfuse_hook(langfuse), on_approved) if h is not None]
     for hook in hooks:
         try:
             hook(record)

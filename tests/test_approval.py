@@ -155,7 +155,8 @@ def test_langfuse_resource_hook_pushes_the_new_production_prompt(db):
     disabled = FakeLangfuse(enabled=False)
     assert approval.langfuse_hook(disabled) is None
     with pytest.raises(TypeError, match="push_prompt"):
-        approval.langfuse_hook(object())
+        approval.approve(db, ids["a"], "alice", "ok", langfuse=object())
+    assert PromptRegistry(db).get(ids["a"]).state == "candidate"  # a bad hook fails before approving
 
 
 def test_overview_numbers(db):

@@ -135,6 +135,15 @@ def test_posts_need_the_page_token_an_approver_and_a_local_host(server):
     cookie = headers["Set-Cookie"].split(";")[0]
     _, _, body = http("GET", f"{base}/agents/{AGENT}", headers={"Cookie": cookie})
     assert "is &#39;production&#39;, not &#39;candidate&#39;" in body
+    # a prompt id posted under another agent's page is refused
+    reg = PromptRegistry(db)
+    other = reg.register("planner", Genome(role="You plan."))
+    reg.label(other.id, "candidate", "genepool")
+    status, headers, _ = http("POST", f"{base}/agents/{AGENT}/prompts/{other.id}/approve",
+                              {"approver": "alice", "csrf": token})
+    cookie = headers["Set-Cookie"].split(";")[0]
+    _, _, body = http("GET", f"{base}/agents/{AGENT}", headers={"Cookie": cookie})
+    assert "belongs to agent &#39;planner&#39;" in body and reg.get(other.id).state == "candidate"
     assert PromptRegistry(db).get_prompt(AGENT).id == ids["seed"] and server["approved"] == []
 
 

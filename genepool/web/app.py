@@ -32,7 +32,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from genepool import approval
 from genepool.resources.postgres import Database
-from genepool.resources.registry import RegistryError
+from genepool.resources.registry import PromptRegistry, RegistryError
 from genepool.web.svg import pareto_svg
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,11 @@ def create_app(db: Database, *, on_approved=None, langfuse=None) -> FastAPI:
             return back(agent_type, "error",
                         f"Approver is required: type your name in the Approver field to {verb} {prompt_id}.")
         try:
+            owner = PromptRegistry(db).get(prompt_id).agent_type
+            if owner != agent_type:
+                raise approval.ApprovalError(
+                    f"prompt {prompt_id} belongs to agent {owner!r}, not {agent_type!r}; open /agents/{owner}"
+                )
             if action == "approve":
                 rec = approval.approve(db, prompt_id, who, reason, on_approved=on_approved, langfuse=langfuse)
                 msg = f"Approved {rec.id} (v{rec.version}) by {who}: it is now in production."
@@ -159,8 +164,6 @@ def create_app(db: Database, *, on_approved=None, langfuse=None) -> FastAPI:
             return back(agent_type, "warning", str(exc))
         except RegistryError as exc:  # includes ApprovalError
             return back(agent_type, "error", f"Could not {action} {prompt_id}: {exc}")
-        if rec.agent_type != agent_type:
-            msg += f" (note: it belongs to agent {rec.agent_type})"
         return back(agent_type, "ok", msg)
 
     @app.post("/agents/{agent_type}/prompts/{prompt_id}/approve")
