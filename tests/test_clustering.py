@@ -50,3 +50,12 @@ def test_describe_clusters_lines():
     lines = text.splitlines()
     assert lines[0] == "85% of failures: extract: no number in the answer (17 failures, 3 examples)"
     assert lines[1] == "15% of failures: sentiment: right label but extra text around it (3 failures, 3 examples)"
+
+
+def test_cluster_round_trips_through_a_dict():
+    import json
+
+    c = cluster_failures([_fail(1, "a", "not_json"), _fail(2, "a", "not_json")], 5)[0]
+    from genepool.core.clustering import FailureCluster
+
+    assert FailureCluster.from_dict(json.loads(json.dumps(c.to_dict()))) == c

@@ -56,6 +56,16 @@ class FailureCluster:
     rate: float = 0.0  # of all evaluated traces (failures and successes)
     signature: str = ""
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FailureCluster:
+        """Inverse of ``to_dict`` (e.g. clusters read back from a JSON asset)."""
+        return cls(**{
+            **d,
+            "example_trace_ids": tuple(d.get("example_trace_ids", ())),
+            "example_messages": tuple(d.get("example_messages", ())),
+            "tasks": tuple(d.get("tasks", ())),
+        })
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
