@@ -147,6 +147,33 @@ def test_posts_need_the_page_token_an_approver_and_a_local_host(server):
     assert PromptRegistry(db).get_prompt(AGENT).id == ids["seed"] and server["approved"] == []
 
 
+def test_serve_runs_uvicorn_on_loopback(db_url):
+    """The real entry point (what `genepool web` calls), in its own process, stopped by its pid."""
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import sys; from genepool.resources.postgres import Database; from genepool.web.app import serve; "
+            "serve(port=int(sys.argv[1]), db=Database(sys.argv[2]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(port), db_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status, _, body = http("GET", f"http://127.0.0.1:{port}/")
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200 and "No prompts in the registry yet" in body, proc.poll()
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0].decode()
+    assert "Uvicorn running on http://127.0.0.1:" in out
+
+
 def test_serve_refuses_non_loopback_hosts():
     with pytest.raises(ValueError, match="only listens on 127.0.0.1"):
         serve(host="0.0.0.0", port=8765)
