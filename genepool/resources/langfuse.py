@@ -71,6 +71,7 @@ import datetime as dt
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -88,7 +89,9 @@ from genepool.core.trace_schema import (
 log = logging.getLogger(__name__)
 
 #: Dagster type of a frame of trace rows, checked with the pandera TraceSchema.
-trace_dagster_type = pandera_schema_to_dagster_type(TraceSchema)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # dagster-pandera marks this function beta
+    trace_dagster_type = pandera_schema_to_dagster_type(TraceSchema)
 
 OBSERVATION_FIELDS = "core,basic,time,io,metadata,model,usage,prompt,metrics"
 EXPANDED_METADATA = "success,expected,item_id,prompt_id,prompt_version,partition_key,checker_message,tool_calls"
