@@ -1,0 +1,1 @@
+"""Benchmarks: the side-by-side peer comparison (``python -m benchmarks.compare``)."""

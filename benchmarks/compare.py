@@ -1,0 +1,339 @@
+"""Side-by-side comparison of prompt optimisers on the same task model, splits and rollout budgets.
+
+    python -m benchmarks.compare                    # budgets 300 and 1000, every arm
+    python -m benchmarks.compare --with-3000        # also 3000
+    python -m benchmarks.compare --quick            # small stratified subsets, budget 60: proves it runs
+    python -m benchmarks.compare --budgets 100 --arms baseline,gepa
+
+Arms (benchmarks/peers/): baseline (seed prompt), genepool (``genepool.pipeline.optimize``), GEPA
+(``gepa.optimize``) and DSPy (MIPROv2, BootstrapFewShot, LabeledFewShot). Every LLM call goes through
+genepool's ``LLMClient`` with its PostgreSQL cache (``Database.from_env()`` = the embedded server under
+the project data dir, or ``--database-url``), so a re-run is cheap. Every final prompt is evaluated on
+the same held-out test split with the same strict checkers. Results: ``<out>/compare.json`` (every
+figure), ``compare.md`` (tables) and ``compare.png`` (plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.peers.common import ArmContext, ArmResult, short_error
+from genepool.config import DEFAULT_AGENT, default_seed
+from genepool.core.benchmark import Item, split_items
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ALL_ARMS = ("baseline", "genepool", "gepa", "dspy")
+DEFAULT_BUDGETS = (300, 1000)
+QUICK_BUDGETS = (60,)  # the smallest budget that fits one genepool generation (40 traces + 12 targets + 8 controls)
+QUICK_PER_TASK = {"train": 4, "validation": 2, "test": 3}
+
+
+# --- inputs -------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--agent", default=DEFAULT_AGENT, help="agent type (default: %(default)s)")
+    ap.add_argument("--budgets", default=None,
+                    help="comma-separated rollout budgets (default: 300,1000; with --quick: 60)")
+    ap.add_argument("--with-3000", action="store_true", help="add the 3000-rollout budget")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"small stratified subsets per task {QUICK_PER_TASK} and budget {QUICK_BUDGETS[0]}")
+    ap.add_argument("--arms", default=",".join(ALL_ARMS), help="comma-separated subset of %(default)s")
+    ap.add_argument("--seed", type=int, default=default_seed(), help="seed for every optimiser (default: %(default)s)")
+    ap.add_argument("--database-url", default=None,
+                    help="PostgreSQL URL for the LLM cache (default: GENEPOOL_DATABASE_URL or the embedded server)")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: benchmarks/results)")
+    ap.add_argument("--dspy-backend", choices=("inprocess", "server"), default="inprocess",
+                    help="DSPy's LM: the shared in-process llama.cpp, or a local llama_cpp.server it starts")
+    args = ap.parse_args(argv)
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    bad = [a for a in args.arms if a not in ALL_ARMS]
+    if bad:
+        ap.error(f"--arms: unknown arm(s) {bad}; use a comma-separated subset of {','.join(ALL_ARMS)}")
+    if args.budgets:
+        try:
+            budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+        except ValueError:
+            ap.error(f"--budgets={args.budgets!r}: use comma-separated integers, e.g. --budgets 100,300")
+        if not budgets or any(b < 1 for b in budgets):
+            ap.error(f"--budgets={args.budgets!r}: every budget must be a positive integer")
+    else:
+        budgets = list(QUICK_BUDGETS if args.quick else DEFAULT_BUDGETS)
+    if args.with_3000 and 3000 not in budgets:
+        budgets.append(3000)
+    args.budgets = sorted(set(budgets))
+    return args
+
+
+def stratified_subset(items: list[Item], per_task: int) -> list[Item]:
+    """The first ``per_task`` items of each task, in file order (deterministic)."""
+    taken: dict[str, int] = defaultdict(int)
+    out = []
+    for it in items:
+        if taken[it.task] < per_task:
+            taken[it.task] += 1
+            out.append(it)
+    return out
+
+
+def load_splits(agent_type: str, quick: bool) -> tuple[Any, list[Item], list[Item], list[Item]]:
+    from genepool.agents import get_agent, load_agent_benchmark
+
+    spec = get_agent(agent_type)
+    items = load_agent_benchmark(agent_type)
+    train, val, test = (split_items(items, s) for s in ("train", "validation", "test"))
+    if quick:
+        train = stratified_subset(train, QUICK_PER_TASK["train"])
+        val = stratified_subset(val, QUICK_PER_TASK["validation"])
+        test = stratified_subset(test, QUICK_PER_TASK["test"])
+    for name, split in (("train", train), ("validation", val), ("test", test)):
+        if not split:
+            raise SystemExit(f"the {agent_type} benchmark has no {name} items; every split needs items")
+    return spec, train, val, test
+
+
+def open_database(url: str | None):
+    from genepool.resources.postgres import Database, migrate
+
+    if url:
+        db = Database(url)
+        migrate(url)
+        return db
+    return Database.from_env()
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("genepool", "gepa", "dspy", "llama_cpp_python", "litellm", "matplotlib", "psycopg"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+# --- running ------------------------------------------------------------------------------------
+def run_all(args: argparse.Namespace, ctx: ArmContext, on_result) -> list[ArmResult]:
+    from benchmarks.peers import baseline_arm, dspy_arm, gepa_arm, genepool_arm
+
+    results: list[ArmResult] = []
+
+    def add(r: ArmResult | list[ArmResult]) -> None:
+        for one in r if isinstance(r, list) else [r]:
+            results.append(one)
+            print(_line(one), flush=True)
+            on_result(results)
+
+    def guarded(arm: str, budget: int | None, fn, *a):
+        try:
+            return fn(*a)
+        except Exception as exc:  # an arm that crashes is reported, the others still run
+            return ArmResult(arm, budget, "failed", error=short_error(exc))
+
+    if "baseline" in args.arms:
+        add(guarded("baseline", None, baseline_arm.run, ctx))
+    if "dspy" in args.arms:
+        add(guarded("dspy-labeled", None, dspy_arm.run_labeled, ctx))
+    for budget in args.budgets:
+        if "genepool" in args.arms:
+            add(guarded("genepool", budget, genepool_arm.run, ctx, budget))
+        if "gepa" in args.arms:
+            add(guarded("gepa", budget, gepa_arm.run, ctx, budget))
+        if "dspy" in args.arms:
+            add(guarded("dspy", budget, dspy_arm.run, ctx, budget))
+    return results
+
+
+def _line(r: ArmResult) -> str:
+    b = "-" if r.budget is None else r.budget
+    if r.status != "ok":
+        return f"[{r.arm} @ {b}] {r.status}: {r.error}"
+    t = r.test or {}
+    return (f"[{r.arm} @ {b}] test {t.get('successes')}/{t.get('n')} = {t.get('success_rate', 0):.1%}, "
+            f"{t.get('avg_tokens')} tok/item, rollouts {r.rollouts}, wall {r.wall_s}")
+
+
+# --- outputs ------------------------------------------------------------------------------------
+def write_json(path: Path, meta: dict[str, Any], results: list[ArmResult]) -> None:
+    doc = {**meta, "results": [r.to_dict() for r in results]}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def write_markdown(path: Path, meta: dict[str, Any], results: list[ArmResult]) -> None:
+    lines = [
+        f"# Prompt optimisers side by side: {meta['agent_type']}" + (" (quick run)" if meta["quick"] else ""),
+        "",
+        f"{meta['date']} · task and reflection model `{meta['task_model']}` ({meta['provider']}) · "
+        f"seed {meta['seed']} · budgets {meta['budgets']} · splits train {meta['splits']['train']}, "
+        f"validation {meta['splits']['validation']}, test {meta['splits']['test']} · total wall {meta.get('wall_s')} s",
+        "",
+        "Rollouts = task-model calls made while optimising (cached or not); reflection = calls asking the "
+        "model to write prompts; test success = strict checkers on the held-out test split.",
+        "",
+        "| arm | budget | status | rollouts | reflection calls | test success | mean score | tokens/item "
+        "| optimise s | test s | model s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        t = r.test or {}
+        o = r.optimize or {}
+        lines.append(
+            f"| {r.arm} | {r.budget if r.budget is not None else '-'} | {r.status} | {o.get('rollouts', 0)} "
+            f"| {o.get('reflection_calls', 0)} | {_pct(t.get('success_rate'))} "
+            f"| {t.get('mean_score', '-')} | {t.get('avg_tokens', '-')} | {r.wall_s.get('optimize', '-')} "
+            f"| {r.wall_s.get('test', '-')} | "
+            f"{round((o.get('model_ms', 0) + (t.get('model_ms') or 0)) / 1000, 1)} |"
+        )
+    tasks = sorted({task for r in results if r.test for task in r.test["per_task"]})
+    if tasks:
+        lines += ["", "## Test success per task", "", "| arm | budget | " + " | ".join(tasks) + " |",
+                  "|---|---|" + "---|" * len(tasks)]
+        for r in results:
+            if r.test:
+                cells = " | ".join(_pct(r.test["per_task"].get(task)) for task in tasks)
+                lines.append(f"| {r.arm} | {r.budget if r.budget is not None else '-'} | {cells} |")
+    failed = [r for r in results if r.status != "ok"]
+    if failed:
+        lines += ["", "## Arms that did not produce a prompt", ""]
+        for r in failed:
+            spent = (r.optimize or {}).get("calls", 0)
+            lines.append(f"- **{r.arm}** @ {r.budget}: {r.status} after {spent} model calls — `{r.error}`")
+    lines += ["", "## Failure modes on test (checker signatures)", ""]
+    for r in results:
+        if r.test:
+            sigs = ", ".join(f"{k} {v}" for k, v in r.test["signatures"].items())
+            lines.append(f"- {r.arm} @ {r.budget if r.budget is not None else '-'}: {sigs}")
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def write_plot(path: Path, meta: dict[str, Any], results: list[ArmResult]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results if r.status == "ok" and r.test]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    ax = axes[0]
+    by_arm: dict[str, list[ArmResult]] = defaultdict(list)
+    for r in ok:
+        by_arm[r.arm].append(r)
+    for arm, rs in sorted(by_arm.items()):
+        rs.sort(key=lambda r: r.rollouts)
+        xs = [r.rollouts for r in rs]
+        ys = [100 * r.test["success_rate"] for r in rs]
+        if arm in ("baseline", "dspy-labeled"):
+            ax.axhline(ys[0], linestyle="--", linewidth=1, label=f"{arm} (no rollouts)",
+                       color="grey" if arm == "baseline" else "tab:purple")
+        else:
+            ax.plot(xs, ys, marker="o", label=arm)
+    for r in results:
+        if r.status != "ok" and r.budget:
+            ax.plot([r.budget], [0], marker="x", color="red", linestyle="none")
+            ax.annotate(f"{r.arm} {r.status}", (r.budget, 0), fontsize=7, color="red",
+                        textcoords="offset points", xytext=(3, 4))
+    ax.set_xlabel("rollouts used (task-model calls while optimising)")
+    ax.set_ylabel("held-out test success (%)")
+    ax.set_title("Test success vs rollouts")
+    ax.set_ylim(-3, 103)
+    ax.legend(fontsize=7)
+
+    labels = [f"{r.arm}\n@{r.budget if r.budget is not None else '-'}" for r in ok]
+    axes[1].bar(range(len(ok)), [r.test["avg_prompt_tokens"] for r in ok], label="prompt")
+    axes[1].bar(range(len(ok)), [r.test["avg_completion_tokens"] for r in ok],
+                bottom=[r.test["avg_prompt_tokens"] for r in ok], label="completion")
+    axes[1].set_xticks(range(len(ok)), labels, fontsize=7)
+    axes[1].set_ylabel("tokens per test item")
+    axes[1].set_title("Cost of the final prompt")
+    axes[1].legend(fontsize=7)
+
+    allr = [r for r in results if r.wall_s]
+    labels = [f"{r.arm}\n@{r.budget if r.budget is not None else '-'}" for r in allr]
+    opt = [r.wall_s.get("optimize", 0) for r in allr]
+    tst = [r.wall_s.get("test", 0) for r in allr]
+    axes[2].bar(range(len(allr)), opt, label="optimise")
+    axes[2].bar(range(len(allr)), tst, bottom=opt, label="test evaluation")
+    axes[2].set_xticks(range(len(allr)), labels, fontsize=7)
+    axes[2].set_ylabel("wall time (s, this run; cache hits are fast)")
+    axes[2].set_title("Wall time")
+    axes[2].legend(fontsize=7)
+    fig.suptitle(f"{meta['agent_type']} on {meta['task_model']}" + (" — quick run" if meta["quick"] else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- main ---------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    from genepool.resources.llm import LLMClient, LlamaCppProvider
+    from genepool.resources.postgres import redact
+
+    spec, train, val, test = load_splits(args.agent, args.quick)
+    db = open_database(args.database_url)
+    provider = LlamaCppProvider(seed=0)
+    client = LLMClient(provider, db)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "agent_type": args.agent,
+        "quick": args.quick,
+        "budgets": args.budgets,
+        "arms": args.arms,
+        "seed": args.seed,
+        "task_model": provider.model,
+        "task_model_path": provider.model_path,
+        "reflection_model": provider.model,
+        "provider": provider.name,
+        "dspy_backend": args.dspy_backend,
+        "decoding": "greedy (temperature from each prompt's params, llama.cpp seed 0), n_ctx 2048, 2 threads",
+        "splits": {"train": len(train), "validation": len(val), "test": len(test)},
+        "test_ids": [it.id for it in test],
+        "database": redact(db.url),
+        "versions": versions(),
+        "argv": sys.argv[1:] if argv is None else argv,
+    }
+    ctx = ArmContext(args.agent, spec.seed_genome, train, val, test, client, args.seed, args.quick)
+    server = None
+    if "dspy" in args.arms and args.dspy_backend == "server":
+        from benchmarks.peers import llama_server
+        from genepool.resources.llm import OpenAICompatibleProvider
+
+        server = llama_server.start(provider.model_path, args.out / "llama_server.log")
+        ctx.options["dspy_client"] = LLMClient(OpenAICompatibleProvider(server.base_url, server.model_alias), db)
+        meta["dspy_server"] = {"pid": server.proc.pid, "base_url": server.base_url}
+
+    def checkpoint(results: list[ArmResult]) -> None:
+        meta["wall_s"] = round(time.perf_counter() - started, 1)
+        write_json(args.out / "compare.json", meta, results)
+
+    print(f"comparing {args.arms} on {args.agent} (train {len(train)}, validation {len(val)}, test {len(test)}), "
+          f"budgets {args.budgets}, model {provider.model}", flush=True)
+    try:
+        results = run_all(args, ctx, checkpoint)
+    finally:
+        if server is not None:
+            server.stop()
+    checkpoint(results)
+    write_markdown(args.out / "compare.md", meta, results)
+    write_plot(args.out / "compare.png", meta, results)
+    print(f"wrote {args.out}/compare.json, compare.md, compare.png in {meta['wall_s']} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

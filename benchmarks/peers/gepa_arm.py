@@ -1,0 +1,128 @@
+"""GEPA arm (``gepa`` 0.1.4): reflective prompt evolution of the system prompt.
+
+- seed candidate: ``{"system_prompt": <rendered seed system message>}``;
+- task model: GEPA's default adapter builds ``[system, user]``; our ``task_lm`` inserts the seed genome's
+  few-shot turns (if any) and uses the seed's decoding params, so GEPA optimises exactly the part of the
+  prompt it is designed for and everything else equals the seed; every call goes through genepool's
+  cached ``LLMClient`` (purpose ``gepa:task``);
+- evaluator: genepool's strict checkers; GEPA gets ``CheckResult.score`` (partial credit for a right
+  answer in the wrong format, a finer signal than success alone) and the checker message as feedback;
+- reflection model: the same local model (purpose ``gepa:reflection``);
+- budget: ``max_metric_calls=budget`` (GEPA checks it between iterations and may overshoot a little;
+  the comparison reports the rollouts actually made).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.peers.common import (
+    ArmContext,
+    ArmResult,
+    Stopwatch,
+    evaluate_messages,
+    genome_params,
+    seed_system_text,
+    short_error,
+    system_with_turns,
+)
+from genepool.core.checkers import check
+from genepool.resources.llm import LLMError
+
+REFLECTION_PARAMS = {"temperature": 0.0, "max_tokens": 256}
+
+
+class _QuietLogger:
+    """Keeps GEPA's log lines in memory instead of printing them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(str(message))
+
+
+def run(ctx: ArmContext, budget: int) -> ArmResult:
+    try:
+        import gepa
+        from gepa.adapters.default_adapter.default_adapter import EvaluationResult
+    except ImportError as exc:
+        return ArmResult("gepa", budget, "unavailable", error=f"{short_error(exc)}; run `make bench` to install it")
+
+    llm = ctx.metered()
+    seed = ctx.seed_genome
+    params = genome_params(seed)
+    by_id = {it.id: it for it in [*ctx.train, *ctx.validation]}
+    stats = {"reflection_errors": 0}
+
+    def to_inst(it) -> dict[str, Any]:
+        return {"input": it.input, "answer": it.expected, "additional_context": {}, "id": it.id}
+
+    def task_lm(messages) -> str:
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+        full = system_with_turns(system, seed)(messages[-1]["content"])
+        return llm.chat(full, params, purpose="gepa:task").text
+
+    def evaluator(data, response: str):
+        r = check(by_id[data["id"]], response)
+        return EvaluationResult(score=float(r.score), feedback=r.message, objective_scores=None)
+
+    def reflection_lm(prompt) -> str:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        try:
+            return llm.chat(messages, REFLECTION_PARAMS, purpose="gepa:reflection").text
+        except LLMError:
+            stats["reflection_errors"] += 1  # e.g. the prompt does not fit the context window
+            raise
+
+    def enough_reflection(_state) -> bool:
+        # Guard against a loop of failing reflections that spends no rollouts.
+        return sum(r.purpose == "gepa:reflection" for r in llm.records) >= budget
+
+    logger = _QuietLogger()
+    sw = Stopwatch()
+    try:
+        with sw.lap("optimize"), llm.phase("optimize"):
+            result = gepa.optimize(
+                seed_candidate={"system_prompt": seed_system_text(seed)},
+                trainset=[to_inst(it) for it in ctx.train],
+                valset=[to_inst(it) for it in ctx.validation],
+                task_lm=task_lm,
+                evaluator=evaluator,
+                reflection_lm=reflection_lm,
+                max_metric_calls=budget,
+                stop_callbacks=[enough_reflection],
+                logger=logger,
+                seed=ctx.seed,
+                raise_on_exception=False,
+                display_progress_bar=False,
+            )
+    except Exception as exc:
+        return ArmResult(
+            "gepa", budget, "failed", error=short_error(exc), optimize=llm.summary("optimize"), wall_s=sw.laps,
+            extra={"log_tail": logger.lines[-20:]},
+        )
+
+    best_text = result.best_candidate["system_prompt"]
+    with sw.lap("test"):
+        test = evaluate_messages(llm, ctx.test, system_with_turns(best_text, seed), params, "bench:gepa:test")
+    return ArmResult(
+        arm="gepa",
+        budget=budget,
+        status="ok",
+        test=test.to_dict(),
+        optimize=llm.summary("optimize"),
+        wall_s=sw.laps,
+        final_prompt={"system_prompt": best_text, "few_shot_turns": len(seed.examples), "params": params},
+        extra={
+            "candidates": len(result.candidates),
+            "accepted_beyond_seed": len(result.candidates) - 1,
+            "val_scores": [round(s, 4) for s in result.val_aggregate_scores],
+            "best_idx": result.best_idx,
+            "total_metric_calls": result.total_metric_calls,
+            "proposals": [c["system_prompt"][:300] for c in result.candidates[1:6]],
+            "reflection_errors": stats["reflection_errors"],
+            "log_tail": logger.lines[-8:],
+            "test_calls": llm.summary("test"),
+        },
+    )

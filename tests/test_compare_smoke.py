@@ -1,0 +1,142 @@
+"""The peer comparison (benchmarks/compare.py): argument checks, accounting, scoring, outputs, and a
+real end-to-end run of the baseline, GEPA and DSPy-labeled arms on a few items with the local model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import compare
+from benchmarks.peers import baseline_arm
+from benchmarks.peers.common import ArmContext, ArmResult, MeteredLLM, evaluate_outputs, is_reflection
+from genepool.core.benchmark import Item
+from genepool.core.genome import Genome
+from genepool.resources.llm import Completion, LLMClient, LlamaCppProvider
+
+
+def _item(i: int, task: str = "sentiment", expected: str = "positive", split: str = "test") -> Item:
+    return Item(f"it{i}", f"Classify the sentiment (positive, negative or neutral): msg {i}", expected,
+                "exact_label", split, task, {"labels": ["positive", "negative", "neutral"]})
+
+
+class FakeClient:
+    """Test double for LLMClient: answers from a fixed list, no model, no database."""
+
+    model = "fake"
+    db = None
+    calls_made = 0
+
+    def __init__(self, answers: list[str]):
+        self.answers = list(answers)
+
+    def chat(self, messages, params=None, *, purpose="", partition_key=None):
+        text = self.answers.pop(0)
+        return Completion(text, 10, 2, 5.0, 0.0, False, "h")
+
+
+def test_parse_args_budgets_and_arms():
+    a = compare.parse_args([])
+    assert a.budgets == [300, 1000] and a.arms == list(compare.ALL_ARMS)
+    assert compare.parse_args(["--with-3000"]).budgets == [300, 1000, 3000]
+    assert compare.parse_args(["--quick"]).budgets == list(compare.QUICK_BUDGETS)
+    assert compare.parse_args(["--budgets", "100"]).budgets == [100]
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--budgets", "ten"])
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--budgets", "0"])
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--arms", "baseline,opro"])
+
+
+def test_stratified_subset_takes_first_items_of_each_task():
+    items = [_item(i, task="a" if i % 3 else "b") for i in range(12)]
+    sub = compare.stratified_subset(items, 2)
+    assert [it.id for it in sub] == ["it0", "it1", "it2", "it3"]
+    assert sorted(it.task for it in sub) == ["a", "a", "b", "b"]
+
+
+def test_metered_llm_separates_rollouts_reflection_and_test():
+    llm = MeteredLLM(FakeClient(["positive"] * 4))
+    with llm.phase("optimize"):
+        llm.chat([], purpose="gepa:task")
+        llm.chat([], purpose="gepa:reflection")
+        llm.chat([], purpose="reflect")
+    with llm.phase("test"):
+        llm.chat([], purpose="bench:test")
+    opt = llm.summary("optimize")
+    assert (opt["calls"], opt["rollouts"], opt["reflection_calls"]) == (3, 1, 2)
+    assert opt["prompt_tokens"] == 30 and opt["model_ms"] == 15.0
+    assert llm.summary("test")["rollouts"] == 1
+    assert llm.calls_made == 0  # attributes come from the wrapped client
+    assert is_reflection("dspy:prompt_model") and not is_reflection("traces")
+
+
+def test_evaluate_outputs_uses_the_strict_checkers():
+    items = [_item(0), _item(1), _item(2, task="priority", expected="negative")]
+    ev = evaluate_outputs(items, ["positive", "The sentiment is positive.", "negative."], [(10, 1)] * 3, 30.0)
+    assert ev.successes == 2 and ev.success_rate == pytest.approx(2 / 3, abs=1e-4)
+    assert ev.per_task == {"priority": 1.0, "sentiment": 0.5}
+    assert ev.signatures.get("label_with_extra_text") == 1
+    assert ev.avg_tokens == 11.0
+    with pytest.raises(ValueError, match="items is empty"):
+        evaluate_outputs([], [], [], 0)
+
+
+def test_outputs_are_written(tmp_path):
+    meta = {"date": "2026-11-22", "agent_type": "support-desk", "quick": True, "budgets": [60], "seed": 1,
+            "task_model": "m.gguf", "provider": "llama_cpp", "splits": {"train": 1, "validation": 1, "test": 2},
+            "versions": {"gepa": "0.1.4"}, "wall_s": 1.0}
+    test = evaluate_outputs([_item(0), _item(1)], ["positive", "no"], [(5, 1), (5, 1)], 2.0).to_dict()
+    results = [
+        ArmResult("baseline", None, "ok", test=test, wall_s={"optimize": 0.0, "test": 1.0}),
+        ArmResult("gepa", 60, "ok", test=test, optimize={"rollouts": 61, "reflection_calls": 3},
+                  wall_s={"optimize": 5.0, "test": 1.0}),
+        ArmResult("dspy-mipro", 60, "failed", error="AdapterParseError: bad", optimize={"calls": 7}),
+    ]
+    compare.write_json(tmp_path / "c.json", meta, results)
+    compare.write_markdown(tmp_path / "c.md", meta, results)
+    compare.write_plot(tmp_path / "c.png", meta, results)
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert [r["arm"] for r in doc["results"]] == ["baseline", "gepa", "dspy-mipro"]
+    md = (tmp_path / "c.md").read_text()
+    assert "| gepa | 60 | ok | 61 | 3 | 50.0% |" in md
+    assert "dspy-mipro** @ 60: failed after 7 model calls" in md
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_real_arms_end_to_end_on_a_few_items(db):
+    """Baseline, GEPA and DSPy LabeledFewShot with the real SmolLM2 on tiny splits, cached in PostgreSQL."""
+    pytest.importorskip("gepa")
+    pytest.importorskip("dspy")
+    from benchmarks.peers import dspy_arm, gepa_arm
+
+    client = LLMClient(LlamaCppProvider(), db)
+    seed = Genome(role="You are a helpful customer support assistant.")
+    train = [_item(10 + i, expected=e, split="train") for i, e in enumerate(["positive", "negative", "neutral"])]
+    val = [_item(20, expected="negative", split="validation"), _item(21, split="validation")]
+    test = [_item(30, expected="neutral"), _item(31, expected="negative")]
+    ctx = ArmContext("support-desk", seed, train, val, test, client, seed=3, quick=True)
+
+    base = baseline_arm.run(ctx)
+    assert base.status == "ok" and base.test["n"] == 2 and base.rollouts == 0
+    assert base.extra["test_calls"]["calls"] == 2
+
+    g = gepa_arm.run(ctx, budget=6)
+    assert g.status == "ok", g.error
+    assert g.rollouts >= 2  # at least the seed's validation pass, counted through our client
+    assert g.optimize["by_purpose"].get("gepa:task", 0) == g.rollouts
+    assert g.test["n"] == 2 and isinstance(g.final_prompt["system_prompt"], str)
+
+    lab = dspy_arm.run_labeled(ctx)
+    assert lab.status == "ok", lab.error
+    assert lab.rollouts == 0 and lab.test["n"] == 2
+    assert lab.extra["test_calls"]["calls"] >= 2  # DSPy's requests went through genepool's LLMClient
+    assert len(lab.final_prompt["self"]["demos"]) == 3
+
+    # Everything was logged in PostgreSQL; a repeat of the baseline is served from the cache.
+    n = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls")["n"]
+    assert n == 2 + sum(r.optimize["calls"] + r.extra["test_calls"]["calls"] for r in (g, lab))
+    again = baseline_arm.run(ctx)
+    assert again.extra["test_calls"]["cached"] == 2 and again.test == base.test
