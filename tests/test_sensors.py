@@ -1,0 +1,280 @@
+"""Sensors evaluated for real: a DagsterInstance on PostgreSQL storage, the genepool database with
+agent_health built by dbt from seeded traces, and the sensor functions called on real contexts."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import dagster as dg
+import psycopg
+import pytest
+
+from genepool.assets.metrics import dbt_resource, metrics_dbt_assets
+from genepool.core.genome import Genome
+from genepool.orchestration.partitions import GENERATIONS, generations_partitions
+from genepool.orchestration.sensors import (
+    GenepoolDatabaseResource,
+    ThresholdError,
+    build_metric_threshold_sensor,
+    metric_threshold_sensor,
+    parse_thresholds,
+    run_failure_recorder,
+    trace_ingest_sensor,
+)
+from genepool.resources import postgres
+from genepool.resources.postgres import Database, migrate
+from genepool.resources.registry import PromptRegistry
+
+SD, PL = "support-desk", "planner"
+
+
+def _new_database(server_url: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres._with_database(server_url, name)
+
+
+def _add_traces(db: Database, agent: str, prompt_id: str, outcomes: list[bool], cost: float, start: int = 0):
+    for i, ok in enumerate(outcomes, start):
+        db.execute(
+            "INSERT INTO genepool.traces (id, agent_type, prompt_id, input, output, success, prompt_tokens,"
+            " completion_tokens, cost_usd, latency_ms) VALUES (%s,%s,%s,'q','a',%s,30,10,%s,%s)",
+            (f"{agent}-{i:03d}", agent, prompt_id, ok, cost, 20.0 + i),
+        )
+
+
+def _seeded_db(pg_server_url) -> tuple[Database, dict]:
+    db = Database(_new_database(pg_server_url, "sens"))
+    migrate(db.url)
+    reg = PromptRegistry(db)
+    ids = {}
+    for agent in (SD, PL):
+        rec = reg.register(agent, Genome(role=f"You are the {agent} agent."))
+        reg.label(rec.id, "production", "seed", "initial")
+        ids[agent] = rec.id
+    _add_traces(db, SD, ids[SD], [i % 4 != 0 for i in range(20)], cost=0.002)  # success 0.75
+    _add_traces(db, PL, ids[PL], [True] * 6, cost=0.004)  # success 1.0
+    _refresh_health(db)
+    return db, ids
+
+
+def _refresh_health(db: Database) -> None:
+    dbt_resource(db.url).cli(["run", "--select", "agent_health"]).wait()
+
+
+@pytest.fixture(scope="module")
+def seeded(pg_server_url):
+    return _seeded_db(pg_server_url)
+
+
+@pytest.fixture
+def instance(pg_server_url, tmp_path):
+    """A real DagsterInstance whose run/event/schedule storage is a fresh PostgreSQL database."""
+    url = _new_database(pg_server_url, "dagster")
+    pg_url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(json.dumps({"storage": {"postgres": {"postgres_url": pg_url}}}))
+    inst = dg.DagsterInstance.from_config(str(home))
+    yield inst
+    inst.dispose()
+
+
+def _res(db: Database) -> dict:
+    return {"genepool_db": GenepoolDatabaseResource(url=db.url)}
+
+
+def _tick(sensor, instance, db, cursor=None):
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=_res(db))
+    return sensor(ctx)
+
+
+def _apply(instance, result: dg.SensorResult) -> None:
+    """What the daemon does with a tick's result: add the requested partitions."""
+    for req in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+
+
+SD_LOW = {SD: {"min_success": 0.8, "max_cost": 0.01}, PL: {"min_success": 0.8, "max_cost": 0.01}}
+
+
+def test_fires_below_threshold_with_the_next_partition_key(seeded, instance):
+    db, _ = seeded
+    instance.add_dynamic_partitions(GENERATIONS, [f"{SD}/g0001", f"{SD}/g0002", f"{PL}/g0007"])
+    result = _tick(build_metric_threshold_sensor(SD_LOW), instance, db)
+    assert isinstance(result, dg.SensorResult)
+    [req] = result.run_requests
+    assert req.partition_key == f"{SD}/g0003"
+    assert req.tags["genepool/reason"] == "success 0.75 < 0.80"
+    [add] = result.dynamic_partitions_requests
+    assert add.partitions_def_name == GENERATIONS and list(add.partition_keys) == [f"{SD}/g0003"]
+    cursor = json.loads(result.cursor)
+    assert cursor[SD]["partition_key"] == f"{SD}/g0003" and PL not in cursor
+
+
+def test_does_not_fire_twice_for_the_same_observation(seeded, instance):
+    db, _ = seeded
+    sensor = build_metric_threshold_sensor(SD_LOW)
+    first = _tick(sensor, instance, db)
+    _apply(instance, first)
+    assert [r.partition_key for r in first.run_requests] == [f"{SD}/g0001"]
+    again = _tick(sensor, instance, db, cursor=first.cursor)
+    assert isinstance(again, dg.SkipReason)
+    assert f"{SD}: success 0.75 < 0.80, but this observation already started {SD}/g0001" in again.skip_message
+    # re-computing the metrics without new traces is the same observation
+    _refresh_health(db)
+    assert isinstance(_tick(sensor, instance, db, cursor=first.cursor), dg.SkipReason)
+
+
+def test_skip_reason_when_healthy(seeded, instance):
+    db, _ = seeded
+    result = _tick(build_metric_threshold_sensor({"*": {"min_success": 0.7, "max_cost": 0.01}}), instance, db)
+    assert isinstance(result, dg.SkipReason)
+    assert result.skip_message == (
+        f"{PL}: success 1.00 >= 0.70 and cost 0.004 <= 0.010; {SD}: success 0.75 >= 0.70 and cost 0.002 <= 0.010"
+    )
+    assert instance.get_dynamic_partitions(GENERATIONS) == []
+
+
+def test_per_agent_thresholds(seeded, instance):
+    db, _ = seeded
+    # support-desk is fine at 0.7; the planner is too expensive for its own cost cap
+    result = _tick(
+        build_metric_threshold_sensor({"*": {"min_success": 0.7}, PL: {"max_cost": 0.003}}), instance, db
+    )
+    [req] = result.run_requests
+    assert req.partition_key == f"{PL}/g0001"
+    assert req.tags["genepool/reason"] == "cost 0.004 > 0.003"
+    # too few traces for a strict min_runs: no action
+    quiet = _tick(build_metric_threshold_sensor({SD: {"min_success": 0.9, "min_runs": 50}}), instance, db)
+    assert isinstance(quiet, dg.SkipReason)
+    assert f"{SD}: 20 recent traces of the production prompt (< min_runs 50)" in quiet.skip_message
+
+
+def test_thresholds_from_the_environment(seeded, instance, monkeypatch):
+    db, _ = seeded
+    monkeypatch.setenv("GENEPOOL_THRESHOLDS", json.dumps({SD: {"min_success": 0.8, "max_cost": 0.01}}))
+    result = _tick(metric_threshold_sensor, instance, db)
+    assert [r.partition_key for r in result.run_requests] == [f"{SD}/g0001"]
+    monkeypatch.setenv("GENEPOOL_THRESHOLDS", '{"support-desk": {"min_succes": 0.8}}')
+    with pytest.raises(ThresholdError, match=r"unknown field\(s\) \['min_succes'\]"):
+        _tick(metric_threshold_sensor, instance, db)
+
+
+def test_waits_while_the_latest_generation_is_still_running(seeded, instance):
+    db, _ = seeded
+    instance.add_dynamic_partitions(GENERATIONS, [f"{SD}/g0001"])
+    run = instance.add_run(
+        dg.DagsterRun(job_name="generation_job", status=dg.DagsterRunStatus.STARTED,
+                      tags={"dagster/partition": f"{SD}/g0001"})
+    )
+    sensor = build_metric_threshold_sensor(SD_LOW)
+    waiting = _tick(sensor, instance, db)
+    assert isinstance(waiting, dg.SkipReason)
+    assert f"run {run.run_id[:8]} for {SD}/g0001 is still running" in waiting.skip_message
+    instance.report_run_canceled(run)
+    fired = _tick(sensor, instance, db)
+    assert [r.partition_key for r in fired.run_requests] == [f"{SD}/g0002"]
+
+
+def test_new_observation_fires_again(pg_server_url, instance):
+    db, ids = _seeded_db(pg_server_url)
+    sensor = build_metric_threshold_sensor(SD_LOW)
+    first = _tick(sensor, instance, db)
+    _apply(instance, first)
+    _add_traces(db, SD, ids[SD], [False, False], cost=0.002, start=100)  # new traces, still failing
+    _refresh_health(db)
+    second = _tick(sensor, instance, db, cursor=first.cursor)
+    assert [r.partition_key for r in second.run_requests] == [f"{SD}/g0002"]
+    assert second.run_requests[0].run_key != first.run_requests[0].run_key
+    assert second.run_requests[0].tags["genepool/reason"] == f"success {15 / 22:.2f} < 0.80"
+
+
+def test_skip_when_metrics_not_built_yet(db, instance):
+    result = _tick(build_metric_threshold_sensor(SD_LOW), instance, db)
+    assert isinstance(result, dg.SkipReason)
+    assert "genepool_metrics.agent_health does not exist yet" in result.skip_message
+
+
+def test_threshold_validation_names_the_field():
+    with pytest.raises(ThresholdError, match="not valid JSON"):
+        parse_thresholds("{support-desk: 0.8}")
+    with pytest.raises(ThresholdError, match=r"\['support-desk'\]\.min_success=1.5 must be a number between 0 and 1"):
+        parse_thresholds({SD: {"min_success": 1.5}})
+    with pytest.raises(ThresholdError, match="max_cost=-1 must be a non-negative number"):
+        parse_thresholds({SD: {"max_cost": -1}})
+    t = parse_thresholds({"*": {"min_success": 0.6, "max_cost": 0.5}, SD: {"max_cost": 0.01}})
+    assert (t[SD].min_success, t[SD].max_cost, t["*"].max_cost) == (0.6, 0.01, 0.5)
+
+
+@dg.asset(partitions_def=generations_partitions)
+def fails_for_test(context) -> None:
+    raise RuntimeError(f"benchmark runner crashed on {context.partition_key}")
+
+
+generation_job_for_test = dg.define_asset_job("generation_job", selection=[fails_for_test])
+
+
+def test_definitions_load_with_the_sensors(seeded, instance):
+    db, _ = seeded
+    defs = dg.Definitions(
+        assets=[fails_for_test, metrics_dbt_assets],
+        jobs=[generation_job_for_test],
+        sensors=[metric_threshold_sensor, trace_ingest_sensor, run_failure_recorder],
+        resources={"genepool_db": GenepoolDatabaseResource(url=db.url), "dbt": dbt_resource(db.url)},
+    )
+    dg.Definitions.validate_loadable(defs)
+    sensor = defs.get_sensor_def("metric_threshold_sensor")
+    assert sensor.job_name == "generation_job"
+    ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=_res(db))
+    assert isinstance(sensor(ctx), (dg.SensorResult, dg.SkipReason))
+
+
+def test_trace_ingest_sensor_requests_metrics_on_new_traces(pg_server_url, instance):
+    db = Database(_new_database(pg_server_url, "ingest"))
+    migrate(db.url)
+    empty = _tick(trace_ingest_sensor, instance, db)
+    assert isinstance(empty, dg.SkipReason)
+    reg = PromptRegistry(db)
+    p = reg.register(SD, Genome(role="You help."))
+    _add_traces(db, SD, p.id, [True, False, True], cost=0.0)
+    first = _tick(trace_ingest_sensor, instance, db)
+    [req] = first.run_requests
+    assert req.tags["genepool/new_traces"] == f"{SD}: +3"
+    assert isinstance(_tick(trace_ingest_sensor, instance, db, cursor=first.cursor), dg.SkipReason)
+    _add_traces(db, SD, p.id, [True], cost=0.0, start=10)
+    second = _tick(trace_ingest_sensor, instance, db, cursor=first.cursor)
+    assert second.run_requests[0].tags["genepool/new_traces"] == f"{SD}: +1"
+    assert second.run_requests[0].run_key != req.run_key
+    assert {k.to_user_string() for k in trace_ingest_sensor.asset_selection.resolve([metrics_dbt_assets])} == {
+        "agent_prompt_metrics", "agent_health", "generation_front_stats", "promotion_history",
+    }
+
+
+def test_run_failure_recorder_stores_the_failed_run(db, instance):
+    key = f"{SD}/g0004"
+    instance.add_dynamic_partitions(GENERATIONS, [key])
+    job = dg.Definitions(assets=[fails_for_test], jobs=[generation_job_for_test]).resolve_job_def("generation_job")
+    result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    [record] = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    ctx = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_recorder",
+        dagster_event=record.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={"genepool_db": GenepoolDatabaseResource(url=db.url)},
+    ).for_run_failure()
+    run_failure_recorder(ctx)
+    run_failure_recorder(ctx)  # idempotent
+    rows = db.fetchall("SELECT * FROM genepool.run_failures")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["run_id"], row["job_name"], row["partition_key"], row["agent_type"]) == (
+        result.run_id, "generation_job", key, SD,
+    )
+    assert f"RuntimeError: benchmark runner crashed on {key}" in row["error"]
+    assert row["failed_steps"] == ["fails_for_test"]
