@@ -87,11 +87,11 @@ class LlamaCppProvider:
 
     name = "llama_cpp"
 
-    def __init__(self, model_path: str | None = None, n_ctx: int = 2048, n_threads: int = 2, seed: int = 0):
+    def __init__(self, model_path: str | None = None, n_ctx: int = 2048, n_threads: int | None = None, seed: int = 0):
         self.model_path = str(model_path or os.environ.get("GENEPOOL_MODEL_PATH") or smollm2_path())
         self.model = Path(self.model_path).name
         self.n_ctx = n_ctx
-        self.n_threads = n_threads
+        self.n_threads = n_threads or int(os.environ.get("GENEPOOL_LLM_THREADS", "2"))
         self.seed = seed
 
     def _llama(self):

@@ -1,0 +1,57 @@
+"""traces -> failure_clusters: what the production prompt does, and how it fails."""
+
+
+import dagster as dg
+import pandas as pd
+
+from genepool.assets.common import GROUP, generation_for, md_table
+from genepool.orchestration.partitions import generations_partitions
+from genepool.pipeline import collect_traces, find_failure_clusters
+from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
+
+
+@dg.asset(
+    partitions_def=generations_partitions,
+    group_name=GROUP,
+    deps=["prompt_registry", "benchmark"],
+    description="Execution traces of the agent's production prompt on a sample of its train split, "
+    "validated with pandera; bad rows go to genepool.trace_quarantine with their reason.",
+)
+def traces(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, llm: LLMResource, optimizer: OptimizerResource
+) -> dg.Output[pd.DataFrame]:
+    gen = generation_for(context, postgres, llm, optimizer)
+    df = collect_traces(gen)
+    success = float(df["success"].mean()) if len(df) else 0.0
+    quarantined = gen.db.fetchone(
+        "SELECT count(*) AS n FROM genepool.trace_quarantine WHERE partition_key = %s", (gen.key,)
+    )["n"]
+    return dg.Output(
+        df,
+        metadata={
+            "rows": len(df),
+            "success_rate": dg.MetadataValue.float(success),
+            "avg_tokens": dg.MetadataValue.float(float((df["prompt_tokens"] + df["completion_tokens"]).mean()) if len(df) else 0.0),
+            "quarantined": dg.MetadataValue.int(int(quarantined)),
+            "prompt_id": dg.MetadataValue.text(str(df["prompt_id"].iloc[0]) if len(df) else ""),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=generations_partitions,
+    group_name=GROUP,
+    description="Failed traces grouped into named failure modes with their share of failures.",
+)
+def failure_clusters(traces: pd.DataFrame) -> dg.Output[list[dict]]:
+    clusters = find_failure_clusters(traces)
+    rows = [
+        {"share": f"{c['share']:.0%}", "name": c["name"], "count": c["count"], "hint": c["hint"]} for c in clusters
+    ]
+    return dg.Output(
+        clusters,
+        metadata={
+            "clusters": dg.MetadataValue.md(md_table(rows, ["share", "name", "count", "hint"])),
+            "failures": dg.MetadataValue.int(sum(c["count"] for c in clusters)),
+        },
+    )

@@ -1,0 +1,327 @@
+"""The `genepool` command line.
+
+    genepool demo [--agent support-desk]      # start PostgreSQL, run the next generation, print a summary
+    genepool run --agent critic [--generation N]
+    genepool prompts [--agent A] [--state candidate]
+    genepool lineage PROMPT_ID
+    genepool approve PROMPT_ID --by NAME --reason TEXT
+    genepool reject PROMPT_ID --by NAME --reason TEXT
+    genepool web [--port 8765]                # the approval page on 127.0.0.1
+    genepool dagster-home                     # write DAGSTER_HOME/dagster.yaml (PostgreSQL storage)
+    genepool db url|stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from genepool.config import DEFAULT_AGENT, dagster_home, data_dir
+
+
+def _db():
+    from genepool.resources.postgres import Database
+
+    return Database.from_env()
+
+
+def write_dagster_yaml() -> Path:
+    """DAGSTER_HOME/dagster.yaml with run, event log and schedule storage on the same PostgreSQL."""
+    from genepool.resources.postgres import resolve_urls
+
+    home = dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    url = resolve_urls().dagster
+    scheme, rest = url.split("://", 1)
+    url = "postgresql+psycopg2://" + rest  # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3
+    text = (
+        "# Written by `genepool dagster-home`: Dagster's instance storage on genepool's PostgreSQL.\n"
+        "storage:\n"
+        "  postgres:\n"
+        f"    postgres_url: \"{url}\"\n"
+        "telemetry:\n"
+        "  enabled: false\n"
+    )
+    path = home / "dagster.yaml"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def _instance():
+    import dagster as dg
+
+    write_dagster_yaml()
+    return dg.DagsterInstance.get()
+
+
+def _partition_to_run(instance, agent: str, generation: int | None) -> str:
+    """The requested generation, else an unfinished latest one (resume), else the next one."""
+    import dagster as dg
+
+    from genepool.orchestration.partitions import GENERATIONS, generations_of, next_partition_key, partition_key
+
+    keys = instance.get_dynamic_partitions(GENERATIONS)
+    if generation is not None:
+        key = partition_key(agent, generation)
+    else:
+        gens = generations_of(keys, agent)
+        key = next_partition_key(keys, agent)
+        if gens:
+            latest = partition_key(agent, gens[-1])
+            mats = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("promoted_prompts"), asset_partitions=[latest]), limit=1
+            ).records
+            if not mats:
+                key = latest  # the latest generation did not finish: resume it (served from the cache)
+    if key not in keys:
+        instance.add_dynamic_partitions(GENERATIONS, [key])
+    return key
+
+
+def run_generation_in_dagster(agent: str, generation: int | None = None, metrics: bool = True) -> dict:
+    """Materialise one generation partition through Dagster (recorded in the PostgreSQL-backed instance)."""
+    import dagster as dg
+
+    from genepool.orchestration import definitions as d
+
+    instance = _instance()
+    resources = d.default_resources()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    res = dg.materialize(d.registry_assets, instance=instance, resources=resources,
+                         tags={"genepool/trigger": "cli"})
+    timings["registry"] = time.perf_counter() - t0
+    if not res.success:
+        raise SystemExit("materialising prompt_registry/benchmark failed; see `dagster dev` for the run")
+    key = _partition_to_run(instance, agent, generation)
+    t0 = time.perf_counter()
+    res = dg.materialize(
+        [*d.generation_assets, *d.checks.GENERATION_CHECKS],
+        instance=instance,
+        resources=resources,
+        partition_key=key,
+        tags={"genepool/trigger": "cli"},
+        raise_on_error=False,
+    )
+    timings["generation"] = time.perf_counter() - t0
+    if not res.success:
+        failures = [e.message for e in res.all_events if e.is_failure]
+        raise SystemExit(
+            f"generation {key} failed (run {res.run_id}); re-run `genepool run --agent {agent}` to resume from the "
+            "LLM cache.\n" + "\n".join(failures[:5])
+        )
+    out = {
+        "partition_key": key,
+        "run_id": res.run_id,
+        "front": res.output_for_node("pareto_front"),
+        "promoted": res.output_for_node("promoted_prompts"),
+        "clusters": res.output_for_node("failure_clusters"),
+        "population": res.output_for_node("mutated_population"),
+    }
+    if metrics:
+        t0 = time.perf_counter()
+        m = dg.materialize([d.metrics_dbt_assets], instance=instance, resources=resources,
+                           tags={"genepool/trigger": "cli"}, raise_on_error=False)
+        timings["dbt_metrics"] = time.perf_counter() - t0
+        out["metrics_ok"] = m.success
+    out["timings"] = timings
+    return out
+
+
+def _fmt(v: dict | None) -> tuple[str, str, str]:
+    if not v:
+        return ("-", "-", "-")
+    return (f"{v['success']:.1%}", f"{v['avg_tokens']:.0f}", f"{v['avg_latency_ms']:.0f}")
+
+
+def print_summary(out: dict, db, wall: float) -> None:
+    from genepool.pipeline import generation_spend
+    from genepool.resources.registry import PromptRegistry
+
+    reg = PromptRegistry(db)
+    key = out["partition_key"]
+    front, promoted = out["front"], out["promoted"]
+    print()
+    print(f"genepool · generation {key} · run {out['run_id']}")
+    print("=" * 96)
+    print("Failure modes of the production prompt (train sample):")
+    for c in out["clusters"][:6]:
+        print(f"  {c['share']:>5.0%}  {c['name']}")
+    pop = out["population"]["children"]
+    print(f"Children: {sum(c['status'] == 'accepted' for c in pop)} accepted, "
+          f"{sum(c['status'] == 'rejected' for c in pop)} rejected "
+          f"({', '.join(sorted({c['operator'] for c in pop}))})")
+    print()
+    hdr = f"{'prompt':<22}{'version':<9}{'role':<14}{'screen succ':>12}{'val succ':>10}{'tokens/item':>12}{'latency ms':>11}"
+    print(hdr)
+    print("-" * len(hdr))
+    base = front["baseline"]
+    pv = _fmt(base.get("validation"))
+    ps = _fmt(base.get("screen"))
+    print(f"{front['production_id']:<22}{reg.get(front['production_id']).version:<9}{'production':<14}"
+          f"{ps[0]:>12}{pv[0]:>10}{pv[1]:>12}{pv[2]:>11}")
+    for m in front["members"]:
+        if m["prompt_id"] == front["production_id"]:
+            continue
+        role = "front" if m["on_front"] else "survivor"
+        if any(p["prompt_id"] == m["prompt_id"] for p in promoted["promoted"]):
+            role += "+cand"
+        v = _fmt(m["validation"])
+        s = _fmt(m["screen"])
+        print(f"{m['prompt_id']:<22}{m['version']:<9}{role:<14}{s[0]:>12}{v[0]:>10}"
+              f"{(v[1] if m['validation'] else s[1]):>12}{(v[2] if m['validation'] else s[2]):>11}")
+    print()
+    if promoted["promoted"]:
+        best = promoted["promoted"][0]
+        print(f"Proposed for promotion (state 'candidate'): {', '.join(p['prompt_id'] for p in promoted['promoted'])}")
+        rec = reg.get(best["prompt_id"])
+        print(f"  best: {rec.id} v{rec.version} via {rec.operator}, parents {', '.join(rec.parent_ids)}")
+        g = rec.genome
+        print(f"        {len(g.instructions)} rules, {len(g.examples)} few-shot turns ({g.example_format}), "
+              f"max_tokens={g.params.max_tokens}, stop={list(g.params.stop)}")
+    else:
+        print("No front member beat production on validation this generation (nothing proposed).")
+    if promoted["test"]:
+        print("Held-out test split (never used for selection):")
+        for pid, t in promoted["test"].items():
+            print(f"  {pid}: success {t['success']:.1%} on {t['items']} items, {t['avg_tokens']:.0f} tokens/item")
+    spend = generation_spend(db, key)
+    rollouts = sum(v["rollouts"] for k, v in spend.items() if k != "test_report")
+    calls = sum(v["llm_calls"] for v in spend.values())
+    from genepool.orchestration.definitions import optimizer_from_env
+
+    print(f"Budget: {rollouts} of {optimizer_from_env().max_rollouts} rollouts"
+          f"; new LLM calls this run: {calls}; wall time {wall:.0f} s; peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print()
+    print("Next:")
+    if promoted["promoted"]:
+        print(f"  genepool approve {promoted['promoted'][0]['prompt_id']} --by YOUR_NAME --reason '...'")
+    print("  genepool web                      # approval page: scores, diff, Pareto plot, Approve/Reject")
+    print("  make dev                          # dagster dev: asset graph, runs, metadata, sensors")
+    print("  make demo                         # the next generation")
+
+
+def cmd_demo(args) -> None:
+    t0 = time.perf_counter()
+    print(f"genepool demo: data folder {data_dir()}")
+    db = _db()
+    print(f"PostgreSQL ready ({'external' if os.environ.get('GENEPOOL_DATABASE_URL') else 'embedded'}); "
+          f"Dagster home {dagster_home()}")
+    out = run_generation_in_dagster(args.agent, args.generation, metrics=not args.no_metrics)
+    print_summary(out, db, time.perf_counter() - t0)
+
+
+def cmd_run(args) -> None:
+    cmd_demo(args)
+
+
+def cmd_prompts(args) -> None:
+    from genepool.resources.registry import PromptRegistry
+
+    for p in PromptRegistry(_db()).list(args.agent, args.state):
+        print(f"{p.id}  {p.agent_type:<14} v{p.version:<8} {p.state or '-':<13} gen {p.generation:<3} {p.operator}")
+
+
+def cmd_lineage(args) -> None:
+    from genepool.resources.registry import PromptRegistry
+
+    for p in PromptRegistry(_db()).lineage(args.prompt_id):
+        print(f"{p.id}  v{p.version:<8} {p.state or '-':<13} {p.operator:<20} parents: {', '.join(p.parent_ids) or '-'}"
+              f"  experiment: {p.experiment_id or '-'}")
+
+
+def cmd_show(args) -> None:
+    from genepool.resources.registry import PromptRegistry
+
+    reg = PromptRegistry(_db())
+    p = reg.get(args.prompt_id) if args.prompt_id else reg.get_prompt(args.agent, args.label)
+    print(json.dumps({"id": p.id, "agent_type": p.agent_type, "version": p.version, "state": p.state,
+                      "content": p.content, "genome": p.genome.to_dict(), "parents": p.parent_ids,
+                      "experiment": p.experiment_id}, indent=2))
+
+
+def cmd_approve(args) -> None:
+    from genepool import approval
+
+    rec = approval.approve(_db(), args.prompt_id, args.by, args.reason)
+    print(f"approved: {rec.id} ({rec.agent_type} v{rec.version}) is now in production")
+
+
+def cmd_reject(args) -> None:
+    from genepool import approval
+
+    rec = approval.reject(_db(), args.prompt_id, args.by, args.reason)
+    print(f"rejected: {rec.id} ({rec.agent_type} v{rec.version})")
+
+
+def cmd_web(args) -> None:
+    from genepool.web.app import serve
+
+    serve(host="127.0.0.1", port=args.port)
+
+
+def cmd_dagster_home(args) -> None:
+    print(write_dagster_yaml())
+
+
+def cmd_db(args) -> None:
+    from genepool.resources.postgres import redact, resolve_urls, stop_embedded
+
+    if args.action == "url":
+        print(redact(resolve_urls().genepool))
+    elif args.action == "stop":
+        print("stopped" if stop_embedded() else "not running")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="genepool", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, fn in (("demo", cmd_demo), ("run", cmd_run)):
+        s = sub.add_parser(name, help="run the next (or a given) generation of an agent and print a summary")
+        s.add_argument("--agent", default=DEFAULT_AGENT)
+        s.add_argument("--generation", type=int)
+        s.add_argument("--no-metrics", action="store_true", help="skip the dbt metrics refresh")
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("prompts", help="list prompts with their lifecycle state")
+    s.add_argument("--agent")
+    s.add_argument("--state")
+    s.set_defaults(fn=cmd_prompts)
+    s = sub.add_parser("lineage", help="a prompt and its ancestors")
+    s.add_argument("prompt_id")
+    s.set_defaults(fn=cmd_lineage)
+    s = sub.add_parser("show", help="one prompt (by id, or an agent's label)")
+    s.add_argument("prompt_id", nargs="?")
+    s.add_argument("--agent", default=DEFAULT_AGENT)
+    s.add_argument("--label", default="prod")
+    s.set_defaults(fn=cmd_show)
+    for name, fn in (("approve", cmd_approve), ("reject", cmd_reject)):
+        s = sub.add_parser(name, help=f"{name} a candidate prompt (a person's decision)")
+        s.add_argument("prompt_id")
+        s.add_argument("--by", required=True, help="your name")
+        s.add_argument("--reason", required=True)
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("web", help="serve the approval page on 127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.set_defaults(fn=cmd_web)
+    s = sub.add_parser("dagster-home", help="write DAGSTER_HOME/dagster.yaml (PostgreSQL storage)")
+    s.set_defaults(fn=cmd_dagster_home)
+    s = sub.add_parser("db", help="the embedded PostgreSQL")
+    s.add_argument("action", choices=["url", "stop"])
+    s.set_defaults(fn=cmd_db)
+    args = p.parse_args(argv)
+    try:
+        args.fn(args)
+    except (LookupError, ValueError) as exc:  # registry/approval/config errors carry the fix in their message
+        print(f"genepool: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Jobs: one generation of one agent (a partition), and the human approval of a candidate."""
+
+
+import dagster as dg
+
+from genepool.orchestration.partitions import generations_partitions
+from genepool.resources.dagster_resources import PostgresResource
+
+GENERATION_ASSETS = ["traces", "failure_clusters", "mutated_population", "experiment_results", "pareto_front",
+                     "promoted_prompts"]
+
+# In-process: the steps share one loaded model and one database connection, so nearly all of a
+# generation's wall time is spent in LLM calls rather than in starting step processes.
+generation_job = dg.define_asset_job(
+    "generation_job",
+    selection=dg.AssetSelection.assets(*GENERATION_ASSETS),
+    partitions_def=generations_partitions,
+    executor_def=dg.in_process_executor,
+    description="One optimisation generation of one agent type (partition '<agent>/gNNNN').",
+)
+
+
+class ApprovalConfig(dg.Config):
+    prompt_id: str
+    approver: str
+    reason: str
+    decision: str = "approve"  # or "reject"
+
+
+@dg.op(description="A person approves (or rejects) a candidate prompt; approving archives the old production prompt.")
+def approve_prompt(context: dg.OpExecutionContext, config: ApprovalConfig, postgres: PostgresResource) -> dict:
+    from genepool import approval
+
+    db = postgres.database()
+    if config.decision == "approve":
+        rec = approval.approve(db, config.prompt_id, config.approver, config.reason)
+    elif config.decision == "reject":
+        rec = approval.reject(db, config.prompt_id, config.approver, config.reason)
+    else:
+        raise dg.Failure(f"decision={config.decision!r} is unknown; use 'approve' or 'reject'")
+    context.log.info(f"{config.decision}: {rec.id} ({rec.agent_type} v{rec.version}) is now {rec.state}")
+    context.add_output_metadata({"prompt_id": rec.id, "state": rec.state, "by": config.approver})
+    return {"prompt_id": rec.id, "state": rec.state}
+
+
+@dg.job(description="Human approval: candidate -> production (config: prompt_id, approver, reason).")
+def approval_job():
+    approve_prompt()
