@@ -317,3 +317,26 @@ def test_prepare_manifest_is_fresh_and_lists_the_models():
     manifest = json.loads(path.read_text())
     models = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
     assert models == set(METRIC_MODELS)
+
+
+def test_selections_keep_dbt_out_of_python_jobs_and_all_tests_in_the_metrics_run():
+    from genepool.assets.metrics import dbt_source_checks, metrics_asset_selection
+    from genepool.orchestration.partitions import generations_partitions
+
+    @dg.asset(partitions_def=generations_partitions, name="traces")
+    def traces_stand_in():
+        """Stands in for the lead's Python `traces` asset (only its key and partitions matter here)."""
+
+    defs = dg.Definitions(
+        assets=[traces_stand_in, metrics_dbt_assets],
+        jobs=[
+            dg.define_asset_job("python_only", selection=dg.AssetSelection.assets("traces") - dbt_source_checks),
+            dg.define_asset_job("metrics", selection=metrics_asset_selection),
+        ],
+        resources={"dbt": dbt_resource("postgresql://u@localhost/db")},
+    )
+    python_job = defs.resolve_job_def("python_only")
+    assert [n.name for n in python_job.graph.node_defs] == ["traces"]
+    graph = defs.resolve_asset_graph()
+    assert metrics_asset_selection.resolve_checks(graph) == set(metrics_dbt_assets.check_keys)
+    assert {k.asset_key.to_user_string() for k in dbt_source_checks.resolve_checks(graph)} >= {"traces", "promoted_prompts"}

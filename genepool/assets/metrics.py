@@ -112,5 +112,15 @@ def metrics_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(["build"], context=context).stream()
 
 
-metrics_asset_selection = dg.AssetSelection.assets(metrics_dbt_assets)
-metrics_job = dg.define_asset_job("metrics_job", selection=metrics_asset_selection)
+# The dbt source tests are asset checks on the *Python* assets (traces, prompt_registry, ...), run by
+# the dbt op. A job that selects those Python assets would therefore pull the dbt op in to run them:
+# subtract ``dbt_source_checks`` from such selections, e.g.
+#   dg.define_asset_job("generation_job", selection=dg.AssetSelection.assets(...) - dbt_source_checks)
+dbt_source_checks = dg.AssetSelection.checks(
+    *[k for k in metrics_dbt_assets.check_keys if k.asset_key not in metrics_dbt_assets.keys]
+)
+# The models and every dbt test (model and source tests). AssetSelection.assets(metrics_dbt_assets)
+# alone would leave out the source tests, whose target assets are not in the selection.
+metrics_asset_selection = dg.AssetSelection.assets(*metrics_dbt_assets.keys) | dg.AssetSelection.checks(
+    *metrics_dbt_assets.check_keys
+)
