@@ -278,3 +278,5 @@ def test_run_failure_recorder_stores_the_failed_run(db, instance):
     )
     assert f"RuntimeError: benchmark runner crashed on {key}" in row["error"]
     assert row["failed_steps"] == ["fails_for_test"]
+    end = instance.get_run_record_by_id(result.run_id).end_time
+    assert abs(row["failed_at"].timestamp() - end) < 1e-3

@@ -324,7 +324,9 @@ def record_run_failure(db: Database, context: dg.RunFailureSensorContext) -> dic
             err = err.cause
         if err is not None:
             messages.append(f"{ev.step_key}: {err.cls_name}: {err.message.strip()}")
-    failed_at = datetime.fromtimestamp(getattr(context.failure_event, "timestamp", None) or datetime.now().timestamp(), timezone.utc)
+    record = context.instance.get_run_record_by_id(run.run_id)
+    end = record.end_time if record is not None and record.end_time else datetime.now(timezone.utc).timestamp()
+    failed_at = datetime.fromtimestamp(end, timezone.utc)
     row = {
         "run_id": run.run_id,
         "job_name": run.job_name,
