@@ -34,7 +34,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ALL_ARMS = ("baseline", "genepool", "gepa", "dspy")
 DEFAULT_BUDGETS = (300, 1000)
 QUICK_BUDGETS = (60,)  # the smallest budget that fits one genepool generation (40 traces + 12 targets + 8 controls)
-QUICK_PER_TASK = {"train": 4, "validation": 2, "test": 3}
+QUICK_PER_TASK = {"train": 3, "validation": 2, "test": 2}
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--database-url", default=None,
                     help="PostgreSQL URL for the LLM cache (default: GENEPOOL_DATABASE_URL or the embedded server)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: benchmarks/results)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="llama.cpp threads (default: %(default)s; 1 is faster when other jobs share the CPU)")
     ap.add_argument("--dspy-backend", choices=("inprocess", "server"), default="inprocess",
                     help="DSPy's LM: the shared in-process llama.cpp, or a local llama_cpp.server it starts")
     args = ap.parse_args(argv)
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec, train, val, test = load_splits(args.agent, args.quick)
     db = open_database(args.database_url)
-    provider = LlamaCppProvider(seed=0)
+    provider = LlamaCppProvider(seed=0, n_threads=args.threads)
     client = LLMClient(provider, db)
     args.out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
@@ -300,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "reflection_model": provider.model,
         "provider": provider.name,
         "dspy_backend": args.dspy_backend,
-        "decoding": "greedy (temperature from each prompt's params, llama.cpp seed 0), n_ctx 2048, 2 threads",
+        "decoding": f"temperature from each prompt's params (0 = greedy), llama.cpp seed 0, n_ctx 2048, "
+                    f"{args.threads} thread(s)",
         "splits": {"train": len(train), "validation": len(val), "test": len(test)},
         "test_ids": [it.id for it in test],
         "database": redact(db.url),
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.peers import llama_server
         from genepool.resources.llm import OpenAICompatibleProvider
 
-        server = llama_server.start(provider.model_path, args.out / "llama_server.log")
+        server = llama_server.start(provider.model_path, args.out / "llama_server.log", n_threads=args.threads)
         ctx.options["dspy_client"] = LLMClient(OpenAICompatibleProvider(server.base_url, server.model_alias), db)
         meta["dspy_server"] = {"pid": server.proc.pid, "base_url": server.base_url}
 

@@ -117,7 +117,8 @@ def test_real_arms_end_to_end_on_a_few_items(db):
     train = [_item(10 + i, expected=e, split="train") for i, e in enumerate(["positive", "negative", "neutral"])]
     val = [_item(20, expected="negative", split="validation"), _item(21, split="validation")]
     test = [_item(30, expected="neutral"), _item(31, expected="negative")]
-    ctx = ArmContext("support-desk", seed, train, val, test, client, seed=3, quick=True)
+    ctx = ArmContext("support-desk", seed, train, val, test, client, seed=3, quick=True,
+                     options={"gepa_reflection_params": {"max_tokens": 48}})  # keeps the test short
 
     base = baseline_arm.run(ctx)
     assert base.status == "ok" and base.test["n"] == 2 and base.rollouts == 0

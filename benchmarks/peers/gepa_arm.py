@@ -54,6 +54,7 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
     params = genome_params(seed)
     by_id = {it.id: it for it in [*ctx.train, *ctx.validation]}
     stats = {"reflection_errors": 0}
+    reflection_params = {**REFLECTION_PARAMS, **ctx.options.get("gepa_reflection_params", {})}
 
     def to_inst(it) -> dict[str, Any]:
         return {"input": it.input, "answer": it.expected, "additional_context": {}, "id": it.id}
@@ -70,7 +71,7 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
     def reflection_lm(prompt) -> str:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         try:
-            return llm.chat(messages, REFLECTION_PARAMS, purpose="gepa:reflection").text
+            return llm.chat(messages, reflection_params, purpose="gepa:reflection").text
         except LLMError:
             stats["reflection_errors"] += 1  # e.g. the prompt does not fit the context window
             raise
