@@ -7,6 +7,8 @@ import json
 import uuid
 
 import dagster as dg
+
+from genepool.resources.dagster_resources import PostgresResource
 import psycopg
 import pytest
 
@@ -14,7 +16,6 @@ from genepool.assets.metrics import dbt_resource, metrics_dbt_assets
 from genepool.core.genome import Genome
 from genepool.orchestration.partitions import GENERATIONS, generations_partitions
 from genepool.orchestration.sensors import (
-    GenepoolDatabaseResource,
     ThresholdError,
     build_metric_threshold_sensor,
     metric_threshold_sensor,
@@ -83,7 +84,7 @@ def instance(pg_server_url, tmp_path):
 
 
 def _res(db: Database) -> dict:
-    return {"genepool_db": GenepoolDatabaseResource(url=db.url)}
+    return {"postgres": PostgresResource(database_url=db.url)}
 
 
 def _tick(sensor, instance, db, cursor=None):
@@ -223,7 +224,7 @@ def test_definitions_load_with_the_sensors(seeded, instance):
         assets=[fails_for_test, metrics_dbt_assets],
         jobs=[generation_job_for_test],
         sensors=[metric_threshold_sensor, trace_ingest_sensor, run_failure_recorder],
-        resources={"genepool_db": GenepoolDatabaseResource(url=db.url), "dbt": dbt_resource(db.url)},
+        resources={"postgres": PostgresResource(database_url=db.url), "dbt": dbt_resource(db.url)},
     )
     dg.Definitions.validate_loadable(defs)
     sensor = defs.get_sensor_def("metric_threshold_sensor")
@@ -266,7 +267,7 @@ def test_run_failure_recorder_stores_the_failed_run(db, instance):
         dagster_event=record.event_log_entry.dagster_event,
         dagster_instance=instance,
         dagster_run=run,
-        resources={"genepool_db": GenepoolDatabaseResource(url=db.url)},
+        resources={"postgres": PostgresResource(database_url=db.url)},
     ).for_run_failure()
     run_failure_recorder(ctx)
     run_failure_recorder(ctx)  # idempotent

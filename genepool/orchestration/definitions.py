@@ -12,10 +12,9 @@ import os
 import dagster as dg
 
 from genepool.assets import checks, evolution, promotion, registry, traces
-from genepool.assets.metrics import dbt_resource, metrics_dbt_assets, metrics_job
+from genepool.assets.metrics import dbt_resource, metrics_asset_selection, metrics_dbt_assets
 from genepool.orchestration.jobs import approval_job, generation_job
 from genepool.orchestration.sensors import (
-    GenepoolDatabaseResource,
     metric_threshold_sensor,
     run_failure_recorder,
     trace_ingest_sensor,
@@ -48,13 +47,15 @@ def optimizer_from_env() -> OptimizerResource:
 def default_resources() -> dict:
     return {
         "postgres": PostgresResource(database_url=os.environ.get("GENEPOOL_DATABASE_URL")),
-        "genepool_db": GenepoolDatabaseResource(url=os.environ.get("GENEPOOL_DATABASE_URL")),
         "llm": llm_from_env("GENEPOOL_LLM"),
         "reflection_llm": llm_from_env("GENEPOOL_REFLECTION"),
         "optimizer": optimizer_from_env(),
         "dbt": dbt_resource(os.environ.get("GENEPOOL_DATABASE_URL")),
     }
 
+
+metrics_job = dg.define_asset_job("metrics_job", selection=metrics_asset_selection,
+                                  description="dbt build of the metrics models and their tests.")
 
 generation_assets = dg.load_assets_from_modules([traces, evolution, promotion])
 registry_assets = dg.load_assets_from_modules([registry])

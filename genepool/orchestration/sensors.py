@@ -9,7 +9,7 @@ refresh the dbt metrics when new traces arrive, and record failed runs for re-ru
   traces the cursor has not seen.
 - ``run_failure_recorder`` writes every failed run into ``genepool.run_failures``.
 
-All of them use the ``genepool_db`` resource (``GenepoolDatabaseResource``).
+All of them use the ``postgres`` resource (``PostgresResource``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 
+from genepool.resources.dagster_resources import PostgresResource
 from genepool.orchestration.partitions import (
     GENERATIONS,
     generations_of,
@@ -37,7 +38,7 @@ from genepool.resources.postgres import Database
 
 GENERATION_JOB = "generation_job"
 THRESHOLDS_ENV = "GENEPOOL_THRESHOLDS"
-DB_RESOURCE_KEY = "genepool_db"
+DB_RESOURCE_KEY = "postgres"
 AGENT_HEALTH = "genepool_metrics.agent_health"
 IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
@@ -47,15 +48,6 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.CANCELING,
 ]
 _STATUS_WORDS = {dg.DagsterRunStatus.STARTED: "running", dg.DagsterRunStatus.NOT_STARTED: "not started"}
-
-
-class GenepoolDatabaseResource(dg.ConfigurableResource):
-    """The genepool database for sensors. ``url`` None = GENEPOOL_DATABASE_URL or the embedded server."""
-
-    url: str | None = None
-
-    def database(self) -> Database:
-        return Database(self.url) if self.url else Database.from_env()
 
 
 # --- thresholds -----------------------------------------------------------------------------------
@@ -242,9 +234,9 @@ def build_metric_threshold_sensor(
         description="Starts a generation for an agent whose production success rate or cost crosses its threshold"
         " (genepool_metrics.agent_health; thresholds from GENEPOOL_THRESHOLDS).",
     )
-    def _sensor(context: dg.SensorEvaluationContext, genepool_db: GenepoolDatabaseResource):
+    def _sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
         table = fixed if fixed is not None else parse_thresholds(os.environ.get(THRESHOLDS_ENV))
-        db = genepool_db.database()
+        db = postgres.database()
         return evaluate_metric_thresholds(context, db, table)
 
     return _sensor
@@ -275,8 +267,8 @@ def build_trace_ingest_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         description="Refreshes the dbt metrics when new traces arrive in genepool.traces.",
     )
-    def _sensor(context: dg.SensorEvaluationContext, genepool_db: GenepoolDatabaseResource):
-        db = genepool_db.database()
+    def _sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
+        db = postgres.database()
         rows = db.fetchall(
             "SELECT agent_type, count(*) AS n, max(created_at) AS last FROM genepool.traces"
             " GROUP BY agent_type ORDER BY agent_type"
@@ -350,14 +342,13 @@ def record_run_failure(db: Database, context: dg.RunFailureSensorContext) -> dic
     minimum_interval_seconds=30,
     description="Records failed runs (run id, partition, error) in genepool.run_failures so they can be re-run.",
 )
-def run_failure_recorder(context: dg.RunFailureSensorContext, genepool_db: GenepoolDatabaseResource):
-    row = record_run_failure(genepool_db.database(), context)
+def run_failure_recorder(context: dg.RunFailureSensorContext, postgres: PostgresResource):
+    row = record_run_failure(postgres.database(), context)
     context.log.info(f"recorded failed run {row['run_id']} ({row['job_name']}, partition {row['partition_key']})")
 
 
 __all__ = [
     "GENERATION_JOB",
-    "GenepoolDatabaseResource",
     "ThresholdError",
     "Thresholds",
     "build_metric_threshold_sensor",

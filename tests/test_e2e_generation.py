@@ -1,0 +1,95 @@
+"""End to end on the real parts: embedded PostgreSQL (genepool data and Dagster's instance storage),
+the real SmolLM2-135M model through llama.cpp, and Dagster materialising one generation partition."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from genepool.orchestration.partitions import GENERATIONS
+from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
+from genepool.resources.postgres import Database
+
+SMALL = dict(trace_items=8, population_size=3, n_targets=3, n_controls=2, validate_top=1, validation_items=4,
+             test_items=3, max_rollouts=40)
+
+
+@pytest.fixture
+def instance(tmp_path, fresh_database_url):
+    url = fresh_database_url("dagster")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: \"" + url.replace("postgresql://", "postgresql+psycopg2://") + "\"\n"
+        "telemetry:\n  enabled: false\n"
+    )
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+def _resources(db_url: str) -> dict:
+    return {
+        "postgres": PostgresResource(database_url=db_url),
+        "llm": LLMResource(),
+        "reflection_llm": LLMResource(),
+        "optimizer": OptimizerResource(**SMALL),
+    }
+
+
+def _materialize(instance, db_url, key):
+    from genepool.orchestration import definitions as d
+
+    assert dg.materialize(d.registry_assets, instance=instance, resources=_resources(db_url)).success
+    instance.add_dynamic_partitions(GENERATIONS, [key])
+    return dg.materialize(
+        [*d.generation_assets, *d.checks.GENERATION_CHECKS],
+        instance=instance,
+        resources=_resources(db_url),
+        partition_key=key,
+    )
+
+
+@pytest.mark.slow
+def test_one_generation_on_real_model_then_warm_rerun_is_identical_and_free(instance, db_url):
+    key = "support-desk/g0001"
+    res = _materialize(instance, db_url, key)
+    assert res.success
+    assert "PostgresEventLogStorage" in type(instance.event_log_storage).__name__
+    db = Database(db_url)
+
+    traces = db.fetchall("SELECT * FROM genepool.traces WHERE partition_key = %s", (key,))
+    assert len(traces) == SMALL["trace_items"]
+    assert all(t["prompt_tokens"] > 0 and t["latency_ms"] > 0 for t in traces)
+
+    cands = db.fetchall("SELECT * FROM genepool.candidates WHERE experiment_id = %s ORDER BY position", (key,))
+    assert len(cands) == SMALL["population_size"]
+    accepted = [c for c in cands if c["status"] == "accepted"]
+    for c in accepted:  # every accepted child is an immutable registry row that links its parents
+        p = db.fetchone("SELECT * FROM genepool.prompts WHERE id = %s", (c["prompt_id"],))
+        assert p["parent_ids"] and p["experiment_id"] == key and p["generation"] == 1
+
+    results = db.fetchall("SELECT * FROM genepool.experiment_results WHERE experiment_id = %s", (key,))
+    roles = {r["role"] for r in results}
+    assert {"target", "control", "validation"} <= roles or {"target", "validation"} <= roles
+    spend = db.fetchall("SELECT * FROM genepool.generation_spend WHERE experiment_id = %s", (key,))
+    assert sum(s["rollouts"] for s in spend if s["step"] != "test_report") <= SMALL["max_rollouts"]
+    assert db.fetchall("SELECT * FROM genepool.front_members WHERE experiment_id = %s", (key,))
+
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+              for e in res.get_asset_check_evaluations()} if hasattr(res, "get_asset_check_evaluations") else {}
+    if checks:
+        assert checks.get("budget_not_exceeded") is True
+        assert checks.get("traces_schema") is True
+
+    calls_before = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE NOT cached")["n"]
+    pop1, front1 = res.output_for_node("mutated_population"), res.output_for_node("pareto_front")
+
+    # warm re-run of the same partition: byte-identical population and front, no new LLM call
+    res2 = _materialize(instance, db_url, key)
+    assert res2.success
+    pop2, front2 = res2.output_for_node("mutated_population"), res2.output_for_node("pareto_front")
+    assert json.dumps(pop1, sort_keys=True) == json.dumps(pop2, sort_keys=True)
+    assert json.dumps(front1, sort_keys=True) == json.dumps(front2, sort_keys=True)
+    assert db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE NOT cached")["n"] == calls_before
