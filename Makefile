@@ -8,7 +8,7 @@ export GENEPOOL_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(GENEPOOL_DATA_DIR)/dagster_home
 export XDG_RUNTIME_DIR ?= $(GENEPOOL_DATA_DIR)/run
 
-.PHONY: install demo test bench dev db-stop clean
+.PHONY: install demo test bench perf dev db-stop clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -27,11 +27,15 @@ demo: install
 	$(VENV)/bin/genepool demo
 
 test: install
+	sh scripts/ensure_chromium.sh
 	$(PY) -m pytest -q
 
 bench: install
 	$(UV) pip install --python $(PY) --compile-bytecode -e '.[test,bench]'
 	$(PY) -m benchmarks.compare
+
+perf: install
+	$(PY) -m benchmarks.demo_perf
 
 dev: install
 	$(VENV)/bin/genepool dagster-home

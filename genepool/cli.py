@@ -250,7 +250,10 @@ def cmd_show(args) -> None:
 def cmd_approve(args) -> None:
     from genepool import approval
 
-    rec = approval.approve(_db(), args.prompt_id, args.by, args.reason)
+    from genepool.resources.langfuse import LangfuseResource
+
+    lf = LangfuseResource()
+    rec = approval.approve(_db(), args.prompt_id, args.by, args.reason, langfuse=lf if lf.enabled else None)
     print(f"approved: {rec.id} ({rec.agent_type} v{rec.version}) is now in production")
 
 

@@ -69,7 +69,8 @@ class GenerationConfig:
     max_usd_per_day: float | None = None
     max_control_regressions: int = 0
     n_reflect: int = 0  # reflective (LLM) children per generation; needs a capable reflection model
-    max_examples: int = 6
+    max_examples: int = 10  # few-shot turns a genome may hold (2 per task of the support-desk agent)
+    examples_per_mine: int = 5  # examples one mining step adds (round-robin over the most failing tasks)
     min_improvement: float = 0.0  # a candidate must beat production on validation by more than this
 
     def budget(self) -> Budget:
@@ -297,6 +298,7 @@ def mutate_population(gen: Generation, traces: pd.DataFrame, clusters: list[dict
         llm=gen.reflection_llm,
         n_reflect=gen.config.n_reflect if gen.reflection_llm is not None else 0,
         max_examples=gen.config.max_examples,
+        examples_per_mine=gen.config.examples_per_mine,
         forbidden_inputs=frozenset(i.input for i in heldout),
         partition_key=gen.key,
     )
@@ -404,8 +406,13 @@ def _store_results(gen: Generation, rows: list[dict]) -> None:
     )
 
 
+_MOVES_FROM = {"experimental": ("draft",), "candidate": ("draft", "experimental")}
+
+
 def _label_once(gen: Generation, prompt_id: str, label: str, reason: str, details: dict | None = None) -> None:
-    if gen.registry.get(prompt_id).state != label:
+    """Move a prompt forward in its lifecycle, never back: a re-run must not demote a prompt a person
+    has since approved, rejected or archived."""
+    if gen.registry.get(prompt_id).state in _MOVES_FROM[label]:
         gen.registry.label(prompt_id, label, OPTIMISER_ACTOR, reason, details)
 
 
@@ -441,8 +448,7 @@ def run_experiments(gen: Generation, population: dict, traces: pd.DataFrame) -> 
             skipped.append(pid)  # whole candidates only: never a half-evaluated one
             continue
         rec = gen.registry.get(pid)
-        if rec.state == "draft":
-            _label_once(gen, pid, "experimental", f"evaluated in {gen.key}")
+        _label_once(gen, pid, "experimental", f"evaluated in {gen.key}")
         try:
             for it, role in regression:
                 rows.append(_result_row(gen, pid, role, runner.run_item(rec.genome, it, purpose="experiment")))

@@ -10,6 +10,7 @@ import pytest
 
 from genepool.orchestration.partitions import GENERATIONS
 from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
+from genepool.resources.langfuse import LangfuseResource
 from genepool.resources.postgres import Database
 
 SMALL = dict(trace_items=8, population_size=3, n_targets=3, n_controls=2, validate_top=1, validation_items=4,
@@ -17,15 +18,10 @@ SMALL = dict(trace_items=8, population_size=3, n_targets=3, n_controls=2, valida
 
 
 @pytest.fixture
-def instance(tmp_path, fresh_database_url):
-    url = fresh_database_url("dagster")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(
-        "storage:\n  postgres:\n    postgres_url: \"" + url.replace("postgresql://", "postgresql+psycopg2://") + "\"\n"
-        "telemetry:\n  enabled: false\n"
-    )
-    with dg.instance_for_test(temp_dir=str(home)) as inst:
+def instance(fresh_database_url):
+    """A Dagster instance whose run/event-log/schedule storage is PostgreSQL (dagster-postgres)."""
+    url = fresh_database_url("dagster").replace("postgresql://", "postgresql+psycopg2://")
+    with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}}) as inst:
         yield inst
 
 
@@ -35,6 +31,7 @@ def _resources(db_url: str) -> dict:
         "llm": LLMResource(),
         "reflection_llm": LLMResource(),
         "optimizer": OptimizerResource(**SMALL),
+        "langfuse": LangfuseResource(public_key_env="GENEPOOL_TEST_UNSET_LF_PK", secret_key_env="GENEPOOL_TEST_UNSET_LF_SK"),
     }
 
 
@@ -77,11 +74,10 @@ def test_one_generation_on_real_model_then_warm_rerun_is_identical_and_free(inst
     assert sum(s["rollouts"] for s in spend if s["step"] != "test_report") <= SMALL["max_rollouts"]
     assert db.fetchall("SELECT * FROM genepool.front_members WHERE experiment_id = %s", (key,))
 
-    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-              for e in res.get_asset_check_evaluations()} if hasattr(res, "get_asset_check_evaluations") else {}
-    if checks:
-        assert checks.get("budget_not_exceeded") is True
-        assert checks.get("traces_schema") is True
+    checks = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
+    assert checks["budget_not_exceeded"] is True
+    assert checks["traces_schema"] is True
+    assert checks["promoted_no_control_regression"] is True
 
     calls_before = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE NOT cached")["n"]
     pop1, front1 = res.output_for_node("mutated_population"), res.output_for_node("pareto_front")

@@ -8,6 +8,7 @@ from genepool.assets.common import GROUP, generation_for, md_table
 from genepool.orchestration.partitions import generations_partitions
 from genepool.pipeline import generation_spend, mutate_population, run_experiments, select_front
 from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
+from genepool.resources.langfuse import LangfuseResource
 
 
 @dg.asset(
@@ -54,11 +55,22 @@ def experiment_results(
     postgres: PostgresResource,
     llm: LLMResource,
     optimizer: OptimizerResource,
+    langfuse: LangfuseResource,
     mutated_population: dict,
     traces: pd.DataFrame,
 ) -> dg.Output[pd.DataFrame]:
     gen = generation_for(context, postgres, llm, optimizer)
     df = run_experiments(gen, mutated_population, traces)
+    if langfuse.enabled and len(df):  # each candidate's run as a Langfuse experiment with item scores
+        for pid, rows in df.groupby("prompt_id", sort=True):
+            results = [
+                {"item_id": r["item_id"], "input": gen.by_id[r["item_id"]].input, "output": r["output"],
+                 "expected": gen.by_id[r["item_id"]].expected, "success": bool(r["success"]),
+                 "prompt_tokens": int(r["prompt_tokens"]), "completion_tokens": int(r["completion_tokens"]),
+                 "latency_ms": float(r["latency_ms"])}
+                for r in rows.to_dict("records")
+            ]
+            langfuse.log_experiment(gen.key, pid, results, agent_type=gen.agent_type, model=gen.llm.model)
     spend = generation_spend(gen.db, gen.key)
     return dg.Output(
         df,

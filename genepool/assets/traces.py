@@ -7,7 +7,9 @@ import pandas as pd
 from genepool.assets.common import GROUP, generation_for, md_table
 from genepool.orchestration.partitions import generations_partitions
 from genepool.pipeline import collect_traces, find_failure_clusters
+from genepool.core.trace_schema import store_traces
 from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
+from genepool.resources.langfuse import LangfuseResource
 
 
 @dg.asset(
@@ -18,9 +20,21 @@ from genepool.resources.dagster_resources import LLMResource, OptimizerResource,
     "validated with pandera; bad rows go to genepool.trace_quarantine with their reason.",
 )
 def traces(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, llm: LLMResource, optimizer: OptimizerResource
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    llm: LLMResource,
+    optimizer: OptimizerResource,
+    langfuse: LangfuseResource,
 ) -> dg.Output[pd.DataFrame]:
     gen = generation_for(context, postgres, llm, optimizer)
+    ingested = 0
+    if langfuse.enabled:  # production traces of the agent from Langfuse, same pandera schema
+        last = gen.db.fetchone(
+            "SELECT max(created_at) AS t FROM genepool.traces WHERE agent_type = %s AND source = 'langfuse'",
+            (gen.agent_type,),
+        )["t"]
+        external = langfuse.fetch_traces(gen.agent_type, since=last, db=gen.db, partition_key=gen.key)
+        ingested = store_traces(gen.db, external, gen.key)
     df = collect_traces(gen)
     success = float(df["success"].mean()) if len(df) else 0.0
     quarantined = gen.db.fetchone(
@@ -33,6 +47,7 @@ def traces(
             "success_rate": dg.MetadataValue.float(success),
             "avg_tokens": dg.MetadataValue.float(float((df["prompt_tokens"] + df["completion_tokens"]).mean()) if len(df) else 0.0),
             "quarantined": dg.MetadataValue.int(int(quarantined)),
+            "langfuse_ingested": dg.MetadataValue.int(int(ingested)),
             "prompt_id": dg.MetadataValue.text(str(df["prompt_id"].iloc[0]) if len(df) else ""),
         },
     )

@@ -20,6 +20,7 @@ from genepool.orchestration.sensors import (
     trace_ingest_sensor,
 )
 from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
+from genepool.resources.langfuse import LangfuseResource
 
 
 def llm_from_env(prefix: str) -> LLMResource:
@@ -50,6 +51,7 @@ def default_resources() -> dict:
         "llm": llm_from_env("GENEPOOL_LLM"),
         "reflection_llm": llm_from_env("GENEPOOL_REFLECTION"),
         "optimizer": optimizer_from_env(),
+        "langfuse": LangfuseResource(),  # active only when LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are set
         "dbt": dbt_resource(os.environ.get("GENEPOOL_DATABASE_URL")),
     }
 

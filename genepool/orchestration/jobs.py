@@ -6,6 +6,7 @@ import dagster as dg
 from genepool.assets.metrics import dbt_source_checks
 from genepool.orchestration.partitions import generations_partitions
 from genepool.resources.dagster_resources import PostgresResource
+from genepool.resources.langfuse import LangfuseResource
 
 GENERATION_ASSETS = ["traces", "failure_clusters", "mutated_population", "experiment_results", "pareto_front",
                      "promoted_prompts"]
@@ -30,12 +31,15 @@ class ApprovalConfig(dg.Config):
 
 
 @dg.op(description="A person approves (or rejects) a candidate prompt; approving archives the old production prompt.")
-def approve_prompt(context: dg.OpExecutionContext, config: ApprovalConfig, postgres: PostgresResource) -> dict:
+def approve_prompt(
+    context: dg.OpExecutionContext, config: ApprovalConfig, postgres: PostgresResource, langfuse: LangfuseResource
+) -> dict:
     from genepool import approval
 
     db = postgres.database()
     if config.decision == "approve":
-        rec = approval.approve(db, config.prompt_id, config.approver, config.reason)
+        rec = approval.approve(db, config.prompt_id, config.approver, config.reason,
+                               langfuse=langfuse if langfuse.enabled else None)
     elif config.decision == "reject":
         rec = approval.reject(db, config.prompt_id, config.approver, config.reason)
     else:

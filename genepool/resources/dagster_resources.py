@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import cached_property
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -76,7 +75,8 @@ class OptimizerResource(dg.ConfigurableResource):
     max_usd_per_day: float | None = None
     max_control_regressions: int = 0
     n_reflect: int = 0
-    max_examples: int = 6
+    max_examples: int = 10
+    examples_per_mine: int = 5
     use_reflection_model: bool = False
 
     def config(self) -> GenerationConfig:
