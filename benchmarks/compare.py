@@ -211,7 +211,8 @@ def write_markdown(path: Path, meta: dict[str, Any], results: list[ArmResult]) -
         lines += ["", "## Arms that did not produce a prompt", ""]
         for r in failed:
             spent = (r.optimize or {}).get("calls", 0)
-            lines.append(f"- **{r.arm}** @ {r.budget}: {r.status} after {spent} model calls — `{r.error}`")
+            error = " ".join(str(r.error).split())  # one line; compare.json keeps the full text
+            lines.append(f"- **{r.arm}** @ {r.budget}: {r.status} after {spent} model calls — `{error}`")
     lines += ["", "## Failure modes on test (checker signatures)", ""]
     for r in results:
         if r.test:
