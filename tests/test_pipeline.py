@@ -17,7 +17,6 @@ import pytest
 
 import genepool.pipeline as pipeline
 from genepool.agents import load_agent_benchmark
-from genepool.core.benchmark import split_items
 from genepool.core.evolution import Child
 from genepool.core.genome import Genome
 from genepool.pipeline import (
@@ -176,7 +175,10 @@ def test_two_agent_types_evolve_independently_in_one_registry(db):
     # experiments, results, candidates and fronts stay with their agent
     exps = db.fetchall("SELECT id, agent_type, generation FROM genepool.experiments ORDER BY id")
     assert [(e["id"], e["agent_type"], e["generation"]) for e in exps] == [
-        ("critic/g0001", "critic", 1), ("support-desk/g0001", "support-desk", 1), ("support-desk/g0002", "support-desk", 2)]
+        ("critic/g0001", "critic", 1),
+        ("support-desk/g0001", "support-desk", 1),
+        ("support-desk/g0002", "support-desk", 2),
+    ]
     for table in ("experiment_results", "candidates", "front_members"):
         rows = db.fetchall(f"SELECT t.experiment_id, p.agent_type FROM genepool.{table} t"
                            " JOIN genepool.prompts p ON p.id = t.prompt_id")
