@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from genepool.agents import AGENTS, load_agent_benchmark
+from genepool.agents import all_agents, load_agent_benchmark
 from genepool.pipeline import ensure_agent, ensure_production
 from genepool.resources.dagster_resources import PostgresResource
 
@@ -12,7 +12,7 @@ from genepool.resources.dagster_resources import PostgresResource
 def prompt_registry(postgres: PostgresResource) -> dg.MaterializeResult:
     db = postgres.database()
     registry = postgres.registry()
-    for agent in AGENTS.values():
+    for agent in all_agents().values():
         ensure_agent(db, agent)
         ensure_production(registry, agent)
     counts = db.fetchall(
@@ -31,7 +31,7 @@ def prompt_registry(postgres: PostgresResource) -> dg.MaterializeResult:
 @dg.asset(group_name="registry", description="Benchmarks of every agent type (JSONL: id, input, expected, checker, split, task), validated.")
 def benchmark() -> dg.MaterializeResult:
     meta: dict = {}
-    for agent_type in sorted(AGENTS):
+    for agent_type in sorted(all_agents()):
         items = load_agent_benchmark(agent_type)
         for split in ("train", "validation", "test"):
             meta[f"{agent_type}/{split}"] = dg.MetadataValue.int(sum(i.split == split for i in items))
