@@ -280,14 +280,15 @@ def test_child_that_regresses_on_a_control_item_is_never_promoted(db):
 # budget
 # ---------------------------------------------------------------------------------------------
 def test_generation_stays_within_max_rollouts_and_never_half_evaluates_a_candidate(db):
-    # 10 traces (2 sentiment passes -> 2 controls, 4 targets): 6 rollouts per candidate.
-    # 27 = 10 traces + 2 whole candidates (12) + production on 5 validation items; the rest must be skipped.
-    cfg = replace(SMALL, trace_items=10, n_targets=4, n_controls=2, validation_items=5, max_rollouts=27)
+    # 10 traces (2 sentiment passes -> 2 controls, 4 targets): 6 rollouts per candidate, 4 per validation.
+    # 33 = 10 traces + 3 whole candidates (18) + production on the 4 validation items (4) + 1 left over:
+    # the 4th candidate (6) and the front members' validation (4 each) must be skipped, not started.
+    cfg = replace(SMALL, trace_items=10, n_targets=4, n_controls=2, validation_items=4, max_rollouts=33)
     gen = _gen(db, RuleFollowingFakeModel(native_tasks=("sentiment",)), "support-desk", 1, cfg)
     out = run_generation(gen)
     spend = db.fetchall("SELECT step, rollouts FROM genepool.generation_spend WHERE experiment_id = %s", (gen.key,))
     used = sum(r["rollouts"] for r in spend if r["step"] != "test_report")
-    assert used <= cfg.max_rollouts
+    assert used == 10 + 3 * 6 + 4 <= cfg.max_rollouts
     calls = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE partition_key = %s"
                         " AND purpose <> 'test'", (gen.key,))["n"]
     assert calls == used  # every rollout is counted, none is hidden
@@ -297,20 +298,23 @@ def test_generation_stays_within_max_rollouts_and_never_half_evaluates_a_candida
     per_prompt = results[results.prompt_id != prod_id].groupby("prompt_id").size()
     regression = len(results[results.prompt_id == prod_id])
     assert regression == 6
-    assert len(per_prompt) >= 1 and (per_prompt == regression).all()  # whole candidates only
+    assert len(per_prompt) == 3 and (per_prompt == regression).all()  # whole candidates only
     skipped = results.attrs["skipped_for_budget"]
     assert skipped and not set(skipped) & set(per_prompt.index)
     stored = db.fetchall("SELECT prompt_id, role, count(*) AS n FROM genepool.experiment_results"
                          " WHERE experiment_id = %s AND role IN ('target','control','validation')"
                          " GROUP BY prompt_id, role", (gen.key,))
-    by_prompt: dict[str, int] = {}
+    screened: dict[str, int] = {}
+    validated: dict[str, int] = {}
     for r in stored:
-        if r["role"] != "validation":
-            by_prompt[r["prompt_id"]] = by_prompt.get(r["prompt_id"], 0) + r["n"]
-        else:
-            assert r["n"] == cfg.validation_items  # validation also runs whole prompts only
-    assert set(by_prompt.values()) == {regression}
-    assert not set(skipped) & set(by_prompt)
+        into = validated if r["role"] == "validation" else screened
+        into[r["prompt_id"]] = into.get(r["prompt_id"], 0) + r["n"]
+    assert set(screened.values()) == {regression} and not set(skipped) & set(screened)
+    assert validated == {prod_id: cfg.validation_items}
+    # a front member was waiting for validation when the budget ran out: it was left out, not half run
+    waiting = [m for m in out["front"]["members"] if m["on_front"] and m["prompt_id"] != prod_id]
+    assert waiting and all(m["validation"] is None for m in waiting)
+    assert out["promoted"]["promoted"] == []  # nothing unvalidated is proposed
 
 
 # ---------------------------------------------------------------------------------------------
