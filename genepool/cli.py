@@ -92,20 +92,25 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
 
     instance = _instance()
     resources = d.default_resources()
+    # the summary is what a person reads; step-by-step logs stay in the run's page (`make dev`)
+    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("GENEPOOL_LOG_LEVEL", "WARNING")}}}}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    res = dg.materialize(d.registry_assets, instance=instance, resources=resources,
+    res = dg.materialize(d.registry_assets, instance=instance, resources=resources, run_config=quiet,
                          tags={"genepool/trigger": "cli"})
     timings["registry"] = time.perf_counter() - t0
     if not res.success:
         raise SystemExit("materialising prompt_registry/benchmark failed; see `dagster dev` for the run")
     key = _partition_to_run(instance, agent, generation)
+    print(f"running generation {key} (traces -> failure_clusters -> mutated_population -> experiment_results"
+          " -> pareto_front -> promoted_prompts) ...", flush=True)
     t0 = time.perf_counter()
     res = dg.materialize(
         [*d.generation_assets, *d.checks.GENERATION_CHECKS],
         instance=instance,
         resources=resources,
         partition_key=key,
+        run_config=quiet,
         tags={"genepool/trigger": "cli"},
         raise_on_error=False,
     )
@@ -126,7 +131,8 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
     }
     if metrics:
         t0 = time.perf_counter()
-        m = dg.materialize([d.metrics_dbt_assets], instance=instance, resources=resources,
+        print("refreshing the dbt metrics ...", flush=True)
+        m = dg.materialize([d.metrics_dbt_assets], instance=instance, resources=resources, run_config=quiet,
                            tags={"genepool/trigger": "cli"}, raise_on_error=False)
         timings["dbt_metrics"] = time.perf_counter() - t0
         out["metrics_ok"] = m.success
@@ -200,6 +206,8 @@ def print_summary(out: dict, db, wall: float) -> None:
           f"; new LLM calls this run: {calls}; wall time {wall:.0f} s; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print()
+    if out.get("metrics_ok") is False:
+        print("The dbt metrics refresh failed: open its run with `make dev` (the generation itself is stored).")
     print("Next:")
     if promoted["promoted"]:
         print(f"  genepool approve {promoted['promoted'][0]['prompt_id']} --by YOUR_NAME --reason '...'")
