@@ -60,6 +60,7 @@ class GenerationConfig:
     n_targets: int = 12  # regression set: items production failed ...
     n_controls: int = 8  # ... and items it passed (must not regress)
     validate_top: int = 3  # front members re-scored on the validation split
+    max_parents: int = 4  # previous front members carried over as parents (besides production)
     validation_items: int = 30  # 0 = the whole validation split
     test_items: int = 0  # held-out test items for the final report (0 = all)
     report_test: bool = True
@@ -266,13 +267,16 @@ def find_failure_clusters(traces: pd.DataFrame) -> list[dict]:
 # 3. mutated population
 # ---------------------------------------------------------------------------------------------
 def parent_prompts(gen: Generation) -> list[PromptRecord]:
-    """Production first, then the previous generation's front members and per-instance survivors."""
+    """Production first, then the previous generation's best front members and per-instance survivors
+    (those that solved something, at most ``max_parents``)."""
     prod = ensure_production(gen.registry, gen.agent)
     prev = f"{gen.agent_type}/g{gen.generation - 1:04d}"
+    # members that solved nothing (on the front only for being short) would spend budget for nothing
     rows = gen.db.fetchall(
         "SELECT prompt_id FROM genepool.front_members WHERE experiment_id = %s"
-        " ORDER BY on_front DESC, success_rate DESC, avg_tokens ASC, prompt_id",
-        (prev,),
+        " AND (success_rate > 0 OR screen_success > 0)"
+        " ORDER BY on_front DESC, success_rate DESC, avg_tokens ASC, prompt_id LIMIT %s",
+        (prev, gen.config.max_parents),
     )
     parents = [prod]
     for r in rows:

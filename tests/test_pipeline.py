@@ -200,9 +200,11 @@ def test_two_agent_types_evolve_independently_in_one_registry(db):
     assert {reg.get(c["prompt_id"]).generation for c in sd2["population"]["children"] if c["prompt_id"]} == {2}
 
     # support-desk g0002 breeds from g0001's front (critic's generation in between changes nothing)
-    g1_front = {m["prompt_id"] for m in sd1["front"]["members"] if m["on_front"]}
+    g1_front = [m for m in sd1["front"]["members"] if m["on_front"]]
+    g1_useful = {m["prompt_id"] for m in g1_front if (m["validation"] or m["screen"])["success"] > 0
+                 or m["screen"]["success"] > 0}
     g2_parents = {p["prompt_id"] for p in sd2["population"]["parents"]}
-    assert g1_front and g1_front <= g2_parents
+    assert g1_useful and (g1_useful <= g2_parents or len(g2_parents) == 1 + GenerationConfig().max_parents)
     assert g2_parents <= sd_ids
 
 

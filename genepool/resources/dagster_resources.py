@@ -66,6 +66,7 @@ class OptimizerResource(dg.ConfigurableResource):
     n_targets: int = 12
     n_controls: int = 8
     validate_top: int = 3
+    max_parents: int = 4
     validation_items: int = 30
     test_items: int = 0
     report_test: bool = True
