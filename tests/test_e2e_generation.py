@@ -89,3 +89,20 @@ def test_one_generation_on_real_model_then_warm_rerun_is_identical_and_free(inst
     assert json.dumps(pop1, sort_keys=True) == json.dumps(pop2, sort_keys=True)
     assert json.dumps(front1, sort_keys=True) == json.dumps(front2, sort_keys=True)
     assert db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE NOT cached")["n"] == calls_before
+
+
+@pytest.mark.slow
+def test_second_generation_partition_runs_with_its_checks(instance, db_url):
+    """Two partitions exist: every check must look at its own partition only (regression test)."""
+    assert _materialize(instance, db_url, "support-desk/g0001").success
+    res = _materialize(instance, db_url, "support-desk/g0002")
+    assert res.success
+    checks = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
+    assert checks == {"traces_schema": True, "budget_not_exceeded": True, "front_not_empty": checks["front_not_empty"],
+                      "promoted_no_control_regression": True}
+    db = Database(db_url)
+    parents = res.output_for_node("mutated_population")["parents"]
+    g1_front = {r["prompt_id"] for r in db.fetchall(
+        "SELECT prompt_id FROM genepool.front_members WHERE experiment_id = 'support-desk/g0001'"
+        " AND (success_rate > 0 OR screen_success > 0)")}
+    assert {p["prompt_id"] for p in parents[1:]} <= g1_front
