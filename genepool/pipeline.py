@@ -719,13 +719,16 @@ def optimize(
         promoted = out["promoted"]["promoted"]
         if promoted:
             registry.approve(promoted[0]["prompt_id"], "benchmark-auto-approve", "best candidate of " + gen.key)
-        prod_val = (out["front"]["baseline"] or {}).get("validation") or {}
-        best = max([prod_val.get("success", 0.0)] + [p["validation"]["success"] for p in promoted])
+        prod_val = (out["front"]["baseline"] or {}).get("validation")
+        gen_no += 1
+        if prod_val is None:  # the budget ran out before validation: nothing was learnt, keep the last front
+            history.append({"generation": gen_no - 1, "rollouts": used, "best_validation": None, "promoted": []})
+            break
+        best = max([prod_val["success"]] + [p["validation"]["success"] for p in promoted])
         best_val.append(best)
         last_front = out["front"]["members"]
-        history.append({"generation": gen_no, "rollouts": used, "best_validation": best,
+        history.append({"generation": gen_no - 1, "rollouts": used, "best_validation": best,
                         "promoted": [p["prompt_id"] for p in promoted]})
-        gen_no += 1
         if used == 0 or (len(best_val) > patience and max(best_val[-patience:]) <= max(best_val[:-patience])):
             break
     prod = registry.get_prompt(agent_type, "prod")

@@ -433,3 +433,25 @@ def test_broken_children_are_stored_as_rejected_with_the_reason_and_never_run(db
     accepted = {r["prompt_id"] for r in rows if r["status"] == "accepted"}
     assert set(results.prompt_id) <= accepted | {population["parents"][0]["prompt_id"]}
     assert len(set(results.prompt_id)) == len(accepted) + 1
+
+
+# generation 1 spends 81 rollouts with SMALL; 30 more start generation 2 but leave nothing to validate with
+ROLLOUTS = 111
+
+
+def test_optimize_stays_within_the_rollout_budget_and_keeps_the_last_validated_front(db):
+    """The benchmark loop (no Dagster): generations until the budget is spent, each best candidate
+    auto-approved; a last generation starved of budget does not replace the reported front."""
+    out = pipeline.optimize("support-desk", LLMClient(RuleFollowingFakeModel(), db), rollouts=ROLLOUTS, seed=1234,
+                            db=db, config=SMALL)
+    assert 0 < out.rollouts_used <= ROLLOUTS
+    spent = db.fetchone(
+        "SELECT coalesce(sum(rollouts), 0) AS n FROM genepool.generation_spend WHERE step <> 'test_report'")["n"]
+    assert spent == out.rollouts_used
+    validated = [h for h in out.history if h["best_validation"] is not None]
+    assert validated and validated[0]["best_validation"] > 0  # few-shot turns found in generation 1
+    assert out.front and all(f["success"] >= 0 for f in out.front)
+    assert PromptRegistry(db).get_prompt("support-desk").id == out.best_prompt_id
+    assert db.fetchone("SELECT count(*) AS n FROM genepool.experiment_results WHERE role = 'test'")["n"] == 0
+    assert [h["generation"] for h in out.history] == [1, 2] and out.history[-1]["best_validation"] is None
+    assert max(f["success"] for f in out.front) > 0  # generation 1's validated front, not generation 2's stub
