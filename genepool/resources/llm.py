@@ -314,22 +314,3 @@ class LLMClient:
                 comp.cost_usd if not comp.cached else 0.0,
             ),
         )
-
-
-def provider_from_env(prefix: str = "GENEPOOL_LLM") -> Provider:
-    """Build a provider from environment variables.
-
-    ``{prefix}_PROVIDER`` = ``llama_cpp`` (default) or ``openai_compatible``; for the latter,
-    ``{prefix}_BASE_URL``, ``{prefix}_MODEL`` and ``{prefix}_API_KEY_ENV`` (the *name* of the variable
-    holding the key, default OPENAI_API_KEY).
-    """
-    kind = os.environ.get(f"{prefix}_PROVIDER", "llama_cpp")
-    if kind == "llama_cpp":
-        return LlamaCppProvider(model_path=os.environ.get(f"{prefix}_MODEL_PATH"))
-    if kind == "openai_compatible":
-        base = os.environ.get(f"{prefix}_BASE_URL")
-        model = os.environ.get(f"{prefix}_MODEL")
-        if not base or not model:
-            raise ValueError(f"{prefix}_PROVIDER=openai_compatible needs {prefix}_BASE_URL and {prefix}_MODEL")
-        return OpenAICompatibleProvider(base, model, os.environ.get(f"{prefix}_API_KEY_ENV", "OPENAI_API_KEY"))
-    raise ValueError(f"{prefix}_PROVIDER={kind!r} is unknown; use llama_cpp or openai_compatible")
