@@ -4,11 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+# Portable llama.cpp: never -march=native (it segfaults on CPUs with AMX, and a wheel built on one
+# machine must run on the next). AVX2/FMA/F16C cover every x86-64 CPU of the last decade.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 export GENEPOOL_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(GENEPOOL_DATA_DIR)/dagster_home
 export XDG_RUNTIME_DIR ?= $(GENEPOOL_DATA_DIR)/run
 
-.PHONY: install demo test bench perf dev db-stop clean
+.PHONY: install manifest demo test lint bench perf dev db-stop clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -22,6 +25,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	touch $@
 
 install: $(VENV)/.installed
+
+# The dbt manifest the code location loads (never built on import).
+manifest: install
+	$(VENV)/bin/genepool dbt-prepare
 
 demo: install
 	$(VENV)/bin/genepool demo
@@ -37,7 +44,7 @@ bench: install
 perf: install
 	$(PY) -m benchmarks.demo_perf
 
-dev: install
+dev: manifest
 	$(VENV)/bin/genepool dagster-home
 	( trap - INT; exec $(VENV)/bin/dagster dev -w workspace.yaml --host 127.0.0.1 )
 

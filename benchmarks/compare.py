@@ -103,7 +103,7 @@ def load_splits(agent_type: str, quick: bool) -> tuple[Any, list[Item], list[Ite
 
 
 def open_database(url: str | None):
-    from genepool.resources.postgres import Database, migrate
+    from genepool.db import Database, migrate
 
     if url:
         db = Database(url)
@@ -283,8 +283,8 @@ def write_plot(path: Path, meta: dict[str, Any], results: list[ArmResult]) -> No
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    from genepool.resources.llm import LLMClient, LlamaCppProvider
-    from genepool.resources.postgres import redact
+    from genepool.llm import LLMClient, LlamaCppProvider
+    from genepool.db import redact
 
     spec, train, val, test = load_splits(args.agent, args.quick)
     db = open_database(args.database_url)
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     if "dspy" in args.arms and args.dspy_backend == "server":
         from benchmarks.peers import llama_server
-        from genepool.resources.llm import OpenAICompatibleProvider
+        from genepool.llm import OpenAICompatibleProvider
 
         server = llama_server.start(provider.model_path, args.out / "llama_server.log", n_threads=args.threads)
         ctx.options["dspy_client"] = LLMClient(OpenAICompatibleProvider(server.base_url, server.model_alias), db)

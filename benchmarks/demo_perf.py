@@ -50,9 +50,9 @@ def measure(keep: bool = False) -> dict:
     os.environ["GENEPOOL_DATA_DIR"] = str(data)
     os.environ["DAGSTER_HOME"] = str(data / "dagster_home")
     os.environ.pop("GENEPOOL_DATABASE_URL", None)
-    from genepool.cli import _instance, run_generation_in_dagster
-    from genepool.orchestration.definitions import optimizer_from_env
-    from genepool.resources.postgres import Database, stop_embedded
+    from orchestration.cli import _instance, run_generation_in_dagster
+    from orchestration.definitions import optimizer_from_env
+    from genepool.db import Database, stop_embedded
 
     try:
         db = Database.from_env()

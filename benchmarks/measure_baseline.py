@@ -17,7 +17,7 @@ from genepool.agents import get_agent, load_agent_benchmark
 from genepool.core.benchmark import split_items
 from genepool.core.checkers import check
 from genepool.core.genome import Example, Params
-from genepool.resources.llm import LlamaCppProvider, LLMClient
+from genepool.llm import LlamaCppProvider, LLMClient
 
 RULES = {
     "support-desk": (

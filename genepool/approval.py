@@ -1,6 +1,6 @@
 """Human approval of candidate prompts: approve, reject, and the overview a reviewer needs.
 
-Plain Python on top of :class:`~genepool.resources.registry.PromptRegistry`; the CLI
+Plain Python on top of :class:`~genepool.registry.PromptRegistry`; the CLI
 (``genepool approve``), the web page (:mod:`genepool.web.app`) and the Dagster approval job all call
 these functions, so the rules live in one place:
 
@@ -24,8 +24,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from genepool.resources.postgres import Database
-from genepool.resources.registry import PromptRecord, PromptRegistry, RegistryError
+from genepool.db import Database
+from genepool.registry import PromptRecord, PromptRegistry, RegistryError
 
 SCORE_ROLES = ("validation", "test")
 # Roles tried, in order, for the Pareto plot of the latest generation.

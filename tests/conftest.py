@@ -14,8 +14,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from genepool.resources import postgres
-from genepool.resources.postgres import Database, migrate
+from genepool import db as postgres
+from genepool.db import Database, migrate
+
+
+def pytest_configure(config):
+    """The code location never parses dbt on import; prepare its manifest once before collection."""
+    from genepool.dbt_project import prepare_manifest
+
+    prepare_manifest()
 
 
 @pytest.fixture(scope="session")

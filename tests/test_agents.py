@@ -179,7 +179,7 @@ def test_real_model_seed_is_improvable_by_structure():
     sequence succeed on part of the same items (measured on the full validation split: 0% vs ~50%)."""
     from genepool.core.benchmark import split_items
     from genepool.core.genome import Example, Params
-    from genepool.resources.llm import LlamaCppProvider, LLMClient
+    from genepool.llm import LlamaCppProvider, LLMClient
 
     items = load_agent_benchmark("support-desk")
     train, val = split_items(items, "train"), split_items(items, "validation")

@@ -6,7 +6,7 @@ import pytest
 
 from genepool import approval
 from genepool.core.genome import Example, Genome, Params
-from genepool.resources.registry import PromptRegistry, RegistryError
+from genepool.registry import PromptRegistry, RegistryError
 
 AGENT = "support-desk"
 EXP = "support-desk/g0001"

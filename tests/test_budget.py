@@ -1,7 +1,7 @@
 import pytest
 
 from genepool.core.budget import Budget, BudgetExceeded, BudgetTracker, check_daily_cap, should_stop, spent_today
-from genepool.resources.llm import Completion
+from genepool.llm import Completion
 
 
 def _c(p=10, c=5, usd=0.0, cached=False):

@@ -1,4 +1,4 @@
-"""The `genepool` command line (genepool.cli.main) on a real PostgreSQL test database.
+"""The `genepool` command line (orchestration.cli.main) on a real PostgreSQL test database.
 
 GENEPOOL_DATABASE_URL points at the test database and GENEPOOL_DATA_DIR at an empty temporary folder,
 so no embedded server in the project folder is started or touched (checked at the end of each test).
@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from genepool import cli
+from orchestration import cli
 from genepool.agents import get_agent
 from genepool.core.genome import Example
-from genepool.resources.registry import PromptRegistry
+from genepool.registry import PromptRegistry
 
 
 @pytest.fixture

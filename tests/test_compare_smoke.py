@@ -12,7 +12,7 @@ from benchmarks.peers import baseline_arm
 from benchmarks.peers.common import ArmContext, ArmResult, MeteredLLM, evaluate_outputs, is_reflection
 from genepool.core.benchmark import Item
 from genepool.core.genome import Genome
-from genepool.resources.llm import Completion, LLMClient, LlamaCppProvider
+from genepool.llm import Completion, LLMClient, LlamaCppProvider
 
 
 def _item(i: int, task: str = "sentiment", expected: str = "positive", split: str = "test") -> Item:

@@ -17,18 +17,18 @@ import numpy as np
 import psycopg
 import pytest
 
-from genepool.assets.metrics import (
+from assets.metrics import (
     METRIC_MODELS,
     SOURCE_ASSET_KEYS,
     dbt_project,
-    dbt_resource,
     metrics_dbt_assets,
 )
+from resources.dbt import dbt_resource
 from genepool.core.genome import Genome
-from genepool.resources import postgres
-from genepool.resources.dbt import DbtConfigError, dbt_env, prepare_manifest, socket_port
-from genepool.resources.postgres import Database, migrate
-from genepool.resources.registry import PromptRegistry
+from genepool import db as postgres
+from genepool.dbt_project import DbtConfigError, dbt_env, prepare_manifest, socket_port
+from genepool.db import Database, migrate
+from genepool.registry import PromptRegistry
 
 AGENT = "support-desk"
 PROD_LATENCIES = [10.0 * i for i in range(1, 21)]  # 20 recent traces of the production prompt
@@ -320,8 +320,8 @@ def test_prepare_manifest_is_fresh_and_lists_the_models():
 
 
 def test_selections_keep_dbt_out_of_python_jobs_and_all_tests_in_the_metrics_run():
-    from genepool.assets.metrics import dbt_source_checks, metrics_asset_selection
-    from genepool.orchestration.partitions import generations_partitions
+    from assets.metrics import dbt_source_checks, metrics_asset_selection
+    from assets.partitions import generations_partitions
 
     @dg.asset(partitions_def=generations_partitions, name="traces")
     def traces_stand_in():

@@ -1,4 +1,4 @@
-"""The whole Dagster code location (genepool.orchestration.definitions.defs): what it contains, that
+"""The whole Dagster code location (orchestration.definitions.defs): what it contains, that
 `dagster definitions validate` accepts it, and the approval job run in process on a real database."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 
 from genepool.agents import get_agent
 from genepool.core.genome import Example
-from genepool.orchestration.definitions import defs
-from genepool.orchestration.jobs import approval_job
-from genepool.orchestration.partitions import GENERATIONS
-from genepool.resources.dagster_resources import PostgresResource
-from genepool.resources.langfuse import LangfuseResource
-from genepool.resources.registry import PromptRegistry
+from orchestration.definitions import defs
+from orchestration.jobs import approval_job
+from assets.partitions import GENERATIONS
+from resources import PostgresResource
+from resources.langfuse import LangfuseResource
+from genepool.registry import PromptRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATION_ASSETS = ["traces", "failure_clusters", "mutated_population", "experiment_results", "pareto_front",

@@ -8,10 +8,10 @@ import json
 import dagster as dg
 import pytest
 
-from genepool.orchestration.partitions import GENERATIONS
-from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
-from genepool.resources.langfuse import LangfuseResource
-from genepool.resources.postgres import Database
+from assets.partitions import GENERATIONS
+from resources import LLMResource, OptimizerResource, PostgresResource
+from resources.langfuse import LangfuseResource
+from genepool.db import Database
 
 SMALL = dict(trace_items=8, population_size=3, n_targets=3, n_controls=2, validate_top=1, validation_items=4,
              test_items=3, max_rollouts=40)
@@ -36,7 +36,7 @@ def _resources(db_url: str) -> dict:
 
 
 def _materialize(instance, db_url, key):
-    from genepool.orchestration import definitions as d
+    from orchestration import definitions as d
 
     assert dg.materialize(d.registry_assets, instance=instance, resources=_resources(db_url)).success
     instance.add_dynamic_partitions(GENERATIONS, [key])

@@ -7,7 +7,7 @@ import pytest
 from genepool.core.clustering import cluster_failures
 from genepool.core.evolution import BreedContext, Child, breed, generation_rng, make_toolbox
 from genepool.core.genome import Example, Genome, Params
-from genepool.resources.llm import LLMClient, RawCompletion
+from genepool.llm import LLMClient, RawCompletion
 
 SEED = Genome(
     role="You classify customer messages.",

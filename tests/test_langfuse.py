@@ -18,14 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from genepool.core.trace_schema import TraceSchema, store_traces
-from genepool.resources.langfuse import (
+from genepool.langfuse_io import (
     LangfuseError,
-    LangfuseResource,
     fetch_trace_rows,
     log_experiment_to,
-    trace_dagster_type,
 )
 from langfuse_contract_server import LangfuseContractServer
+from resources.langfuse import LangfuseResource
 
 AGENT = "support-desk"
 PK_ENV, SK_ENV = "GENEPOOL_TEST_LANGFUSE_PK", "GENEPOOL_TEST_LANGFUSE_SK"
@@ -278,16 +277,6 @@ def test_wrong_secret_is_rejected_by_the_server(server, monkeypatch):
         _resource(server).fetch_trace_rows(AGENT)
     auth = server.requests[0]
     assert not auth["authorized"]
-
-
-def test_trace_dagster_type_checks_frames():
-    import dagster as dg
-    import pandas as pd
-
-    from genepool.core.trace_schema import empty_traces
-
-    assert dg.check_dagster_type(trace_dagster_type, empty_traces()).success
-    assert not dg.check_dagster_type(trace_dagster_type, pd.DataFrame({"id": ["x"]})).success
 
 
 def test_contract_server_cursor_is_base64_offset():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from genepool.resources.llm import LLMClient, LLMError, OpenAICompatibleProvider, smollm2_path
+from genepool.llm import LLMClient, LLMError, OpenAICompatibleProvider, smollm2_path
 
 KEY_ENV = "GENEPOOL_TEST_KEY"
 SECRET = "sk-genepool-test-3f9a1c7e55d2"  # a throwaway key only this test's server accepts

@@ -29,9 +29,9 @@ from genepool.pipeline import (
     run_generation,
     select_front,
 )
-from genepool.resources.llm import LLMClient, LLMError, RawCompletion
-from genepool.resources.postgres import Database, migrate
-from genepool.resources.registry import PromptRegistry
+from genepool.llm import LLMClient, LLMError, RawCompletion
+from genepool.db import Database, migrate
+from genepool.registry import PromptRegistry
 
 # ---------------------------------------------------------------------------------------------
 # test doubles

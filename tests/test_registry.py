@@ -2,8 +2,8 @@ import psycopg
 import pytest
 
 from genepool.core.genome import Example, Genome, Params
-from genepool.resources.postgres import migrate
-from genepool.resources.registry import PromptRegistry, RegistryError, prompt_id_for
+from genepool.db import migrate
+from genepool.registry import PromptRegistry, RegistryError, prompt_id_for
 
 
 def _genome(role="You are a support-desk assistant.", **kw):

@@ -8,14 +8,15 @@ import uuid
 
 import dagster as dg
 
-from genepool.resources.dagster_resources import PostgresResource
+from resources import PostgresResource
 import psycopg
 import pytest
 
-from genepool.assets.metrics import dbt_resource, metrics_dbt_assets
+from assets.metrics import metrics_dbt_assets
+from resources.dbt import dbt_resource
 from genepool.core.genome import Genome
-from genepool.orchestration.partitions import GENERATIONS, generations_partitions
-from genepool.orchestration.sensors import (
+from assets.partitions import GENERATIONS, generations_partitions
+from orchestration.sensors import (
     ThresholdError,
     build_metric_threshold_sensor,
     metric_threshold_sensor,
@@ -23,9 +24,9 @@ from genepool.orchestration.sensors import (
     run_failure_recorder,
     trace_ingest_sensor,
 )
-from genepool.resources import postgres
-from genepool.resources.postgres import Database, migrate
-from genepool.resources.registry import PromptRegistry
+from genepool import db as postgres
+from genepool.db import Database, migrate
+from genepool.registry import PromptRegistry
 
 SD, PL = "support-desk", "planner"
 

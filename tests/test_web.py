@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from genepool.core.genome import Genome
-from genepool.resources.registry import PromptRegistry
+from genepool.registry import PromptRegistry
 from genepool.web.app import create_app, serve
 from test_approval import AGENT, EXP, make_scenario
 
@@ -155,7 +155,7 @@ def test_serve_runs_uvicorn_on_loopback(db_url):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import sys; from genepool.resources.postgres import Database; from genepool.web.app import serve; "
+    code = ("import sys; from genepool.db import Database; from genepool.web.app import serve; "
             "serve(port=int(sys.argv[1]), db=Database(sys.argv[2]))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(port), db_url],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

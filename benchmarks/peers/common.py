@@ -22,7 +22,7 @@ from typing import Any
 from genepool.core.benchmark import Item
 from genepool.core.checkers import check
 from genepool.core.genome import Genome, render_template
-from genepool.resources.llm import Completion, LLMClient
+from genepool.llm import Completion, LLMClient
 
 REFLECTION_WORDS = ("reflect", "propos", "mutat", "prompt_model")
 

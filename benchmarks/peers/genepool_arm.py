@@ -20,7 +20,7 @@ import psycopg
 
 from benchmarks.peers.common import ArmContext, ArmResult, Stopwatch, evaluate_genome, short_error
 from genepool.core.genome import Genome
-from genepool.resources import postgres
+from genepool import db as postgres
 
 
 @contextlib.contextmanager

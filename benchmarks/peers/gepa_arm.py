@@ -27,7 +27,7 @@ from benchmarks.peers.common import (
     system_with_turns,
 )
 from genepool.core.checkers import check
-from genepool.resources.llm import LLMError
+from genepool.llm import LLMError
 
 REFLECTION_PARAMS = {"temperature": 0.0, "max_tokens": 256}
 

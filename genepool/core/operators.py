@@ -447,7 +447,7 @@ def reflect(
 ) -> list[Genome]:
     """Ask ``llm`` for ``n`` improved instruction lists given the failure clusters; [] if unparsable.
 
-    ``llm.chat(messages, params, purpose=, partition_key=)`` as ``genepool.resources.llm.LLMClient``
+    ``llm.chat(messages, params, purpose=, partition_key=)`` as ``genepool.llm.LLMClient``
     (greedy and cached, so a re-run is served from the cache and stays deterministic). Why a reply
     was (partly) unusable is appended to ``notes`` and logged. ``rng`` only orders the proposals.
     """

@@ -6,7 +6,7 @@ returns them as quarantine records ``{"raw": <row as JSON-safe dict>, "reason": 
 ``quarantine`` stores them in ``genepool.trace_quarantine``.
 
 No Dagster import here; the Dagster type built from ``TraceSchema`` lives in
-``genepool.resources.langfuse`` (``trace_dagster_type``).
+``genepool.langfuse_io`` (``trace_dagster_type``).
 """
 
 from __future__ import annotations

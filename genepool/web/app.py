@@ -31,8 +31,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from genepool import approval
-from genepool.resources.postgres import Database
-from genepool.resources.registry import PromptRegistry, RegistryError
+from genepool.db import Database
+from genepool.registry import PromptRegistry, RegistryError
 from genepool.web.svg import pareto_svg
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ import pandas as pd
 import psycopg
 
 from genepool.core.trace_schema import TRACE_COLUMNS, TraceSchema
-from genepool.orchestration.partitions import parse_partition_key
+from assets.partitions import parse_partition_key
 from genepool.pipeline import generation_spend
-from genepool.resources.dagster_resources import OptimizerResource, PostgresResource
+from resources import OptimizerResource, PostgresResource
 
 
 def _partition(context: dg.AssetCheckExecutionContext) -> str:

@@ -3,10 +3,10 @@
 
 import dagster as dg
 
-from genepool.assets.metrics import dbt_source_checks
-from genepool.orchestration.partitions import generations_partitions
-from genepool.resources.dagster_resources import PostgresResource
-from genepool.resources.langfuse import LangfuseResource
+from assets.metrics import dbt_source_checks
+from assets.partitions import generations_partitions
+from resources import PostgresResource
+from resources.langfuse import LangfuseResource
 
 GENERATION_ASSETS = ["traces", "failure_clusters", "mutated_population", "experiment_results", "pareto_front",
                      "promoted_prompts"]

@@ -5,7 +5,7 @@ import dagster as dg
 
 from genepool.agents import all_agents, load_agent_benchmark
 from genepool.pipeline import ensure_agent, ensure_production
-from genepool.resources.dagster_resources import PostgresResource
+from resources import PostgresResource
 
 
 @dg.asset(group_name="registry", description="The gene pool: every agent type has a production prompt (its seed at first).")

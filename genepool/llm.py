@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from genepool.resources.postgres import Database
+from genepool.db import Database
 
 
 class LLMError(RuntimeError):
@@ -314,3 +314,25 @@ class LLMClient:
                 comp.cost_usd if not comp.cached else 0.0,
             ),
         )
+
+
+def build_client(
+    db: Database | None,
+    *,
+    provider: str = "llama_cpp",
+    model_path: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    seed: int = 0,
+) -> LLMClient:
+    """An ``LLMClient`` for a provider named in settings (the Dagster resource and the CLI use this)."""
+    if provider == "llama_cpp":
+        prov: Provider = LlamaCppProvider(model_path=model_path, seed=seed)
+    elif provider == "openai_compatible":
+        if not base_url or not model:
+            raise ValueError("provider 'openai_compatible' needs base_url and model")
+        prov = OpenAICompatibleProvider(base_url, model, api_key_env)
+    else:
+        raise ValueError(f"LLM provider {provider!r} is unknown; use llama_cpp or openai_compatible")
+    return LLMClient(prov, db, CostTable.from_env())

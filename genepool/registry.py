@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from genepool.core.genome import Genome, render_template
-from genepool.resources.postgres import Database
+from genepool.db import Database
 
 LIFECYCLE = ("draft", "experimental", "candidate", "production", "archived", "rejected")
 LABEL_ALIASES = {"prod": "production", "production": "production", "latest": None}

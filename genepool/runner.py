@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from genepool.core.budget import BudgetTracker
 from genepool.core.checkers import check
 from genepool.core.genome import Genome
-from genepool.resources.llm import LLMClient
+from genepool.llm import LLMClient
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Langfuse (SDK v5) as a Dagster resource: read production traces, log experiments, push prompts.
+"""Langfuse (SDK v5): read production traces, log experiments, push prompts.
 
 The resource holds the *names* of the environment variables with the keys (``public_key_env``,
 ``secret_key_env``); the values are read when a client is built and are never logged or stored.
@@ -71,13 +71,11 @@ import datetime as dt
 import json
 import logging
 import os
-import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from dagster import ConfigurableResource
-from dagster_pandera import pandera_schema_to_dagster_type
 
 from genepool.core.trace_schema import (
     TraceSchema,
@@ -88,10 +86,6 @@ from genepool.core.trace_schema import (
 
 log = logging.getLogger(__name__)
 
-#: Dagster type of a frame of trace rows, checked with the pandera TraceSchema.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # dagster-pandera marks this function beta
-    trace_dagster_type = pandera_schema_to_dagster_type(TraceSchema)
 
 OBSERVATION_FIELDS = "core,basic,time,io,metadata,model,usage,prompt,metrics"
 EXPANDED_METADATA = "success,expected,item_id,prompt_id,prompt_version,partition_key,checker_message,tool_calls"
@@ -512,10 +506,11 @@ def push_prompt_to(
 
 
 # ---------------------------------------------------------------------------------------------
-# The resource
+# The connection (resources/langfuse.py wraps it as a Dagster resource)
 
 
-class LangfuseResource(ConfigurableResource):
+@dataclass(frozen=True)
+class LangfuseConnection:
     """Langfuse client settings; keys are read from the named environment variables at call time."""
 
     host: str | None = None  # None: LANGFUSE_BASE_URL, LANGFUSE_HOST, then https://cloud.langfuse.com

@@ -4,12 +4,12 @@
 import dagster as dg
 import pandas as pd
 
-from genepool.assets.common import GROUP, generation_for, md_table
-from genepool.orchestration.partitions import generations_partitions
+from assets.common import GROUP, generation_for, md_table
+from assets.partitions import generations_partitions
 from genepool.pipeline import collect_traces, find_failure_clusters
 from genepool.core.trace_schema import store_traces
-from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
-from genepool.resources.langfuse import LangfuseResource
+from resources import LLMResource, OptimizerResource, PostgresResource
+from resources.langfuse import LangfuseResource
 
 
 @dg.asset(

@@ -3,10 +3,10 @@
 
 import dagster as dg
 
-from genepool.assets.common import GROUP, generation_for, md_table
-from genepool.orchestration.partitions import generations_partitions
+from assets.common import GROUP, generation_for, md_table
+from assets.partitions import generations_partitions
 from genepool.pipeline import promote
-from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
+from resources import LLMResource, OptimizerResource, PostgresResource
 
 
 @dg.asset(

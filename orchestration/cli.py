@@ -25,14 +25,14 @@ from genepool.config import DEFAULT_AGENT, dagster_home, data_dir
 
 
 def _db():
-    from genepool.resources.postgres import Database
+    from genepool.db import Database
 
     return Database.from_env()
 
 
 def write_dagster_yaml() -> Path:
     """DAGSTER_HOME/dagster.yaml with run, event log and schedule storage on the same PostgreSQL."""
-    from genepool.resources.postgres import resolve_urls
+    from genepool.db import resolve_urls
 
     home = dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
@@ -64,7 +64,7 @@ def _partition_to_run(instance, agent: str, generation: int | None) -> str:
     """The requested generation, else an unfinished latest one (resume), else the next one."""
     import dagster as dg
 
-    from genepool.orchestration.partitions import GENERATIONS, generations_of, next_partition_key, partition_key
+    from assets.partitions import GENERATIONS, generations_of, next_partition_key, partition_key
 
     keys = instance.get_dynamic_partitions(GENERATIONS)
     if generation is not None:
@@ -88,7 +88,10 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
     """Materialise one generation partition through Dagster (recorded in the PostgreSQL-backed instance)."""
     import dagster as dg
 
-    from genepool.orchestration import definitions as d
+    from genepool.dbt_project import prepare_manifest
+
+    prepare_manifest()  # the code location never parses dbt on import
+    from orchestration import definitions as d
 
     instance = _instance()
     resources = d.default_resources()
@@ -148,7 +151,7 @@ def _fmt(v: dict | None) -> tuple[str, str, str]:
 
 def print_summary(out: dict, db, wall: float) -> None:
     from genepool.pipeline import generation_spend
-    from genepool.resources.registry import PromptRegistry
+    from genepool.registry import PromptRegistry
 
     reg = PromptRegistry(db)
     key = out["partition_key"]
@@ -200,7 +203,7 @@ def print_summary(out: dict, db, wall: float) -> None:
     spend = generation_spend(db, key)
     rollouts = sum(v["rollouts"] for k, v in spend.items() if k != "test_report")
     calls = sum(v["llm_calls"] for v in spend.values())
-    from genepool.orchestration.definitions import optimizer_from_env
+    from orchestration.definitions import optimizer_from_env
 
     print(f"Budget: {rollouts} of {optimizer_from_env().max_rollouts} rollouts"
           f"; new LLM calls this run: {calls}; wall time {wall:.0f} s; peak RSS "
@@ -231,14 +234,14 @@ def cmd_run(args) -> None:
 
 
 def cmd_prompts(args) -> None:
-    from genepool.resources.registry import PromptRegistry
+    from genepool.registry import PromptRegistry
 
     for p in PromptRegistry(_db()).list(args.agent, args.state):
         print(f"{p.id}  {p.agent_type:<14} v{p.version:<8} {p.state or '-':<13} gen {p.generation:<3} {p.operator}")
 
 
 def cmd_lineage(args) -> None:
-    from genepool.resources.registry import PromptRegistry
+    from genepool.registry import PromptRegistry
 
     for p in PromptRegistry(_db()).lineage(args.prompt_id):
         print(f"{p.id}  v{p.version:<8} {p.state or '-':<13} {p.operator:<20} parents: {', '.join(p.parent_ids) or '-'}"
@@ -246,7 +249,7 @@ def cmd_lineage(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from genepool.resources.registry import PromptRegistry
+    from genepool.registry import PromptRegistry
 
     reg = PromptRegistry(_db())
     p = reg.get(args.prompt_id) if args.prompt_id else reg.get_prompt(args.agent, args.label)
@@ -258,7 +261,7 @@ def cmd_show(args) -> None:
 def cmd_approve(args) -> None:
     from genepool import approval
 
-    from genepool.resources.langfuse import LangfuseResource
+    from resources.langfuse import LangfuseResource
 
     lf = LangfuseResource()
     rec = approval.approve(_db(), args.prompt_id, args.by, args.reason, langfuse=lf if lf.enabled else None)
@@ -282,8 +285,14 @@ def cmd_dagster_home(args) -> None:
     print(write_dagster_yaml())
 
 
+def cmd_dbt_prepare(args) -> None:
+    from genepool.dbt_project import prepare_manifest
+
+    print(prepare_manifest(force=args.force))
+
+
 def cmd_db(args) -> None:
-    from genepool.resources.postgres import redact, resolve_urls, stop_embedded
+    from genepool.db import redact, resolve_urls, stop_embedded
 
     if args.action == "url":
         print(redact(resolve_urls().genepool))
@@ -323,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     s.set_defaults(fn=cmd_web)
     s = sub.add_parser("dagster-home", help="write DAGSTER_HOME/dagster.yaml (PostgreSQL storage)")
     s.set_defaults(fn=cmd_dagster_home)
+    s = sub.add_parser("dbt-prepare", help="build dbt_metrics/target/manifest.json (the code location needs it)")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=cmd_dbt_prepare)
     s = sub.add_parser("db", help="the embedded PostgreSQL")
     s.add_argument("action", choices=["url", "stop"])
     s.set_defaults(fn=cmd_db)

@@ -25,7 +25,7 @@ from genepool.config import data_dir
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 GENEPOOL_DB = "genepool"
 DAGSTER_DB = "dagster"
 

@@ -11,16 +11,17 @@ import os
 
 import dagster as dg
 
-from genepool.assets import checks, evolution, promotion, registry, traces
-from genepool.assets.metrics import dbt_resource, metrics_asset_selection, metrics_dbt_assets
-from genepool.orchestration.jobs import approval_job, generation_job
-from genepool.orchestration.sensors import (
+from assets import checks, evolution, promotion, registry, traces
+from assets.metrics import metrics_asset_selection, metrics_dbt_assets
+from resources.dbt import dbt_resource
+from orchestration.jobs import approval_job, generation_job
+from orchestration.sensors import (
     metric_threshold_sensor,
     run_failure_recorder,
     trace_ingest_sensor,
 )
-from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
-from genepool.resources.langfuse import LangfuseResource
+from resources import LLMResource, OptimizerResource, PostgresResource
+from resources.langfuse import LangfuseResource
 
 
 def llm_from_env(prefix: str) -> LLMResource:

@@ -4,11 +4,11 @@
 import dagster as dg
 import pandas as pd
 
-from genepool.assets.common import GROUP, generation_for, md_table
-from genepool.orchestration.partitions import generations_partitions
+from assets.common import GROUP, generation_for, md_table
+from assets.partitions import generations_partitions
 from genepool.pipeline import generation_spend, mutate_population, run_experiments, select_front
-from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
-from genepool.resources.langfuse import LangfuseResource
+from resources import LLMResource, OptimizerResource, PostgresResource
+from resources.langfuse import LangfuseResource
 
 
 @dg.asset(

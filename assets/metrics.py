@@ -4,7 +4,7 @@ dbt sources are mapped onto the Python assets that write the tables (see ``SOURC
 which agrees with ``meta.dagster.asset_key`` in dbt_metrics/models/sources.yml), so the models
 hang under them in the asset graph. The dbt assets are not partitioned: they read all partitions.
 
-Import side effect: the dbt manifest is built with ``dbt parse`` if missing or stale (~6 s).
+The dbt manifest is never built on import: ``make manifest``, the CLI and the tests prepare it.
 """
 
 
@@ -15,13 +15,12 @@ import dagster as dg
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
-    DbtCliInvocation,
     DbtCliResource,
     DbtProject,
     dbt_assets,
 )
 
-from genepool.resources.dbt import DBT_PROJECT_DIR, dbt_env, dbt_executable, patched_environ, prepare_manifest
+from genepool.dbt_project import DBT_PROJECT_DIR
 
 METRICS_GROUP = "metrics"
 DBT_RESOURCE_KEY = "dbt"
@@ -41,7 +40,13 @@ SOURCE_ASSET_KEYS: dict[str, list[str]] = {
 METRIC_MODELS = ("agent_prompt_metrics", "agent_health", "generation_front_stats", "promotion_history")
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-prepare_manifest(DBT_PROJECT_DIR)
+if not dbt_project.manifest_path.exists():  # never parsed on import: `make`, the CLI and the tests prepare it
+    dbt_project.prepare_if_dev()
+if not dbt_project.manifest_path.exists():
+    raise RuntimeError(
+        f"{dbt_project.manifest_path} is missing: run `make manifest` (or `genepool dbt-prepare`) before loading "
+        "the code location"
+    )
 
 
 class GenepoolDbtTranslator(DagsterDbtTranslator):
@@ -68,37 +73,6 @@ class GenepoolDbtTranslator(DagsterDbtTranslator):
         if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
             return METRICS_GROUP
         return super().get_group_name(dbt_resource_props)
-
-
-class GenepoolDbtCliResource(DbtCliResource):
-    """DbtCliResource that points dbt at the genepool database for each invocation.
-
-    ``database_url`` None = the project's database (GENEPOOL_DATABASE_URL or the embedded server),
-    resolved at run time. Prefer None or ``dg.EnvVar(...)`` over a literal URL with a password.
-    """
-
-    database_url: str | None = None
-
-    def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        from genepool.resources.postgres import Database
-
-        return Database.from_env().url
-
-    def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:  # type: ignore[override]
-        # The dbt subprocess inherits os.environ at Popen time, inside super().cli().
-        with patched_environ(dbt_env(self.resolved_database_url())):
-            return super().cli(args, **kwargs)
-
-
-def dbt_resource(database_url: str | None = None) -> GenepoolDbtCliResource:
-    """The resource the metrics assets need under the key ``"dbt"``."""
-    return GenepoolDbtCliResource(
-        project_dir=dbt_project,
-        database_url=database_url,
-        dbt_executable=dbt_executable(),
-    )
 
 
 @dbt_assets(

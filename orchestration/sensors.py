@@ -25,8 +25,8 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from genepool.resources.dagster_resources import PostgresResource
-from genepool.orchestration.partitions import (
+from resources import PostgresResource
+from assets.partitions import (
     GENERATIONS,
     generations_of,
     generations_partitions,
@@ -34,7 +34,7 @@ from genepool.orchestration.partitions import (
     parse_partition_key,
     partition_key,
 )
-from genepool.resources.postgres import Database
+from genepool.db import Database
 
 GENERATION_JOB = "generation_job"
 THRESHOLDS_ENV = "GENEPOOL_THRESHOLDS"
@@ -257,7 +257,7 @@ def build_trace_ingest_sensor(
     The cursor is ``{agent: {"count": n, "last": iso timestamp}}`` from ``genepool.traces``.
     """
     if asset_selection is None:
-        from genepool.assets.metrics import metrics_asset_selection
+        from assets.metrics import metrics_asset_selection
 
         asset_selection = metrics_asset_selection
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from genepool.config import PROJECT_ROOT
-from genepool.resources.postgres import redact
+from genepool.db import redact
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_metrics"
 METRICS_SCHEMA = "genepool_metrics"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from genepool.orchestration.partitions import parse_partition_key
+from assets.partitions import parse_partition_key
 from genepool.pipeline import Generation
-from genepool.resources.dagster_resources import LLMResource, OptimizerResource, PostgresResource
+from resources import LLMResource, OptimizerResource, PostgresResource
 
 GROUP = "generation"
 
