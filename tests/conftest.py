@@ -75,3 +75,40 @@ def db(db_url) -> Database:
 def fresh_database_url(pg_server_url):
     """Factory of fresh, empty (unmigrated) databases on the test server."""
     return lambda prefix="t": _new_database(pg_server_url, re.sub(r"\W", "_", prefix))
+
+
+# --- reliability probes ------------------------------------------------------------------------
+# A fault-matrix or attack-corpus test records its outcome with ``probe(...)``; when
+# GENEPOOL_PROBES_OUT names a file, every recorded probe is written there at the end of the session
+# (benchmarks/reliability.py runs the probe tests that way and writes benchmarks/reliability.json).
+_PROBES: list[dict] = []
+
+
+@pytest.fixture
+def probe(request):
+    """``probe(outcome, rows_lost=0, rows_duplicated=0, new_llm_calls_on_resume=None, **details)``.
+
+    The probe is named after the test (``request.node.nodeid``) unless ``name=`` is given; call it
+    once the test has asserted what holds, so a recorded probe is a passing one.
+    """
+
+    def record(outcome: str, *, name: str | None = None, rows_lost: int = 0, rows_duplicated: int = 0,
+               new_llm_calls_on_resume: int | None = None, **details) -> None:
+        _PROBES.append({
+            "name": name or request.node.nodeid,
+            "outcome": outcome,
+            "rows_lost": rows_lost,
+            "rows_duplicated": rows_duplicated,
+            "new_llm_calls_on_resume": new_llm_calls_on_resume,
+            **({"details": details} if details else {}),
+        })
+
+    return record
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("GENEPOOL_PROBES_OUT")
+    if out:
+        import json
+
+        Path(out).write_text(json.dumps(_PROBES, indent=2, default=str) + "\n")
