@@ -19,13 +19,12 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 import psycopg
 
-from resources import PostgresResource
 from assets.partitions import (
     GENERATIONS,
     generations_of,
@@ -35,6 +34,7 @@ from assets.partitions import (
     partition_key,
 )
 from genepool.db import Database
+from resources import PostgresResource
 
 GENERATION_JOB = "generation_job"
 THRESHOLDS_ENV = "GENEPOOL_THRESHOLDS"
@@ -47,6 +47,9 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+TRIGGER_TAG = "genepool/trigger"
+AGENT_TAG = "genepool/agent_type"
+RETRY_TAG = "genepool/retry"
 _STATUS_WORDS = {dg.DagsterRunStatus.STARTED: "running", dg.DagsterRunStatus.NOT_STARTED: "not started"}
 
 
@@ -59,10 +62,23 @@ class ThresholdError(ValueError):
 class Thresholds:
     min_success: float = 0.8
     max_cost: float | None = None  # average USD per trace; None = no cost limit
-    min_runs: int = 5  # fewer recent traces than this is too little evidence to act on
+    min_runs: int = 5  # fewer recent production traces than this is too little evidence to act on
+    cooldown_minutes: float = 60.0  # no new generation of an agent sooner than this after its last one started
+    max_generations_per_day: int = 4  # generations started by the sensor per agent in the last 24 hours
+    max_retries: int = 2  # re-runs of a failed or cancelled generation before the sensor gives up on it
 
 
-_FIELDS = {"min_success", "max_cost", "min_runs"}
+_FIELDS = {f for f in Thresholds.__dataclass_fields__}
+EXAMPLE = '{"support-desk": {"min_success": 0.8, "max_cost": 0.01}}'
+
+
+def _number(where: str, name: str, v: Any, *, lo: float, hi: float | None = None, integer: bool = False) -> None:
+    ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
+    ok = ok and not (isinstance(v, float) and math.isnan(v)) and v >= lo and (hi is None or v <= hi)
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        rng = f"between {lo:g} and {hi:g}" if hi is not None else f">= {lo:g}"
+        raise ThresholdError(f"{where}.{name}={v!r} must be {kind} {rng}")
 
 
 def _thresholds_from(agent: str, spec: Any, base: Thresholds) -> Thresholds:
@@ -72,44 +88,51 @@ def _thresholds_from(agent: str, spec: Any, base: Thresholds) -> Thresholds:
     unknown = set(spec) - _FIELDS
     if unknown:
         raise ThresholdError(f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
-    values = {"min_success": base.min_success, "max_cost": base.max_cost, "min_runs": base.min_runs, **spec}
-    ms, mc, mr = values["min_success"], values["max_cost"], values["min_runs"]
-    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0.0 <= ms <= 1.0:
-        raise ThresholdError(f"{where}.min_success={ms!r} must be a number between 0 and 1 (a success rate)")
+    values = {**base.__dict__, **spec}
+    _number(where, "min_success", values["min_success"], lo=0.0, hi=1.0)
+    mc = values["max_cost"]
     if mc is not None and (isinstance(mc, bool) or not isinstance(mc, (int, float)) or mc < 0 or math.isnan(mc)):
         raise ThresholdError(f"{where}.max_cost={mc!r} must be a non-negative number (USD per trace) or null")
-    if isinstance(mr, bool) or not isinstance(mr, int) or mr < 1:
-        raise ThresholdError(f"{where}.min_runs={mr!r} must be a whole number >= 1")
-    return Thresholds(float(ms), None if mc is None else float(mc), mr)
+    _number(where, "min_runs", values["min_runs"], lo=1, integer=True)
+    _number(where, "cooldown_minutes", values["cooldown_minutes"], lo=0.0)
+    _number(where, "max_generations_per_day", values["max_generations_per_day"], lo=1, integer=True)
+    _number(where, "max_retries", values["max_retries"], lo=0, integer=True)
+    return Thresholds(
+        min_success=float(values["min_success"]),
+        max_cost=None if mc is None else float(mc),
+        min_runs=values["min_runs"],
+        cooldown_minutes=float(values["cooldown_minutes"]),
+        max_generations_per_day=values["max_generations_per_day"],
+        max_retries=values["max_retries"],
+    )
 
 
 def parse_thresholds(config: str | dict | None) -> dict[str, Thresholds]:
-    """Per-agent thresholds from JSON text or a dict; the key "*" sets the default for other agents.
+    """Per-agent thresholds from JSON text or a dict. Opt-in: only the agents named are ever optimised
+    by the sensor; the key "*" sets default *values* for the named agents (it opts no agent in).
 
-    Example: ``{"*": {"min_success": 0.7}, "support-desk": {"min_success": 0.8, "max_cost": 0.01}}``.
+    Example: ``{"*": {"min_success": 0.7}, "support-desk": {"max_cost": 0.01}, "critic": {}}``.
     """
     if config is None or config == "":
-        return {"*": Thresholds()}
+        return {}
     if isinstance(config, str):
         try:
             config = json.loads(config)
         except json.JSONDecodeError as exc:
-            raise ThresholdError(
-                f"{THRESHOLDS_ENV} is not valid JSON ({exc}); use e.g. "
-                '{"support-desk": {"min_success": 0.8, "max_cost": 0.01}}'
-            ) from None
+            raise ThresholdError(f"{THRESHOLDS_ENV} is not valid JSON ({exc}); use e.g. {EXAMPLE}") from None
     if not isinstance(config, dict):
-        raise ThresholdError(f"{THRESHOLDS_ENV} must be a JSON object mapping agent type -> thresholds")
+        raise ThresholdError(f"{THRESHOLDS_ENV} must be a JSON object mapping agent type -> thresholds, e.g. {EXAMPLE}")
     default = _thresholds_from("*", config["*"], Thresholds()) if "*" in config else Thresholds()
-    out = {"*": default}
+    out = {}
     for agent, spec in config.items():
         if agent != "*":
             out[agent] = _thresholds_from(agent, spec, default)
     return out
 
 
-def thresholds_for(table: dict[str, Thresholds], agent_type: str) -> Thresholds:
-    return table.get(agent_type) or table.get("*") or Thresholds()
+def thresholds_for(table: dict[str, Thresholds], agent_type: str) -> Thresholds | None:
+    """The agent's thresholds, or None when it is not opted in."""
+    return table.get(agent_type)
 
 
 # --- metric threshold sensor ----------------------------------------------------------------------
@@ -117,17 +140,36 @@ def _fmt_cost(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def _run_in_progress(instance: dg.DagsterInstance, key: str) -> dg.DagsterRun | None:
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(tags={"dagster/partition": key}, statuses=IN_PROGRESS), limit=1
-    )
-    return runs[0] if runs else None
+def _agent_runs(instance: dg.DagsterInstance, job_name: str, agent: str, latest_key: str | None,
+                since: datetime | None = None, limit: int = 200) -> list[dg.RunRecord]:
+    """Runs of the generation job for one agent, newest first: runs tagged with the agent, plus any run
+    of its latest partition (e.g. launched by hand from the UI without the agent tag)."""
+    found: dict[str, dg.DagsterRun] = {}
+    filters = [dg.RunsFilter(job_name=job_name, tags={AGENT_TAG: agent}, created_after=since)]
+    if latest_key:
+        filters.append(dg.RunsFilter(job_name=job_name, tags={"dagster/partition": latest_key}, created_after=since))
+    for f in filters:
+        for r in instance.get_run_records(filters=f, limit=limit):
+            found[r.dagster_run.run_id] = r
+    return sorted(found.values(), key=lambda r: r.create_timestamp, reverse=True)
 
 
 def evaluate_metric_thresholds(
-    context: dg.SensorEvaluationContext, db: Database, thresholds: dict[str, Thresholds]
+    context: dg.SensorEvaluationContext,
+    db: Database,
+    thresholds: dict[str, Thresholds],
+    *,
+    job_name: str = GENERATION_JOB,
+    now: datetime | None = None,
 ) -> dg.SensorResult | dg.SkipReason:
-    """The body of the metric-threshold sensor (separate so it can be reused with other thresholds)."""
+    """The body of the metric-threshold sensor (separate so it can be reused with other thresholds).
+
+    Per agent, in this order: opted in? production prompt? enough production traces? a breach? Then:
+    a generation of the agent still running -> wait; its latest generation failed or was cancelled ->
+    re-run that partition (up to ``max_retries``, named in the reason); this observation already acted on
+    -> wait for new production traces; cooldown and daily cap; else the next partition.
+    """
+    now = now or datetime.now(UTC)
     try:
         rows = db.fetchall(
             f"SELECT agent_type, production_prompt_id, runs, success_rate, avg_cost_usd, p95_latency_ms,"
@@ -149,12 +191,18 @@ def evaluate_metric_thresholds(
     for row in rows:
         agent = row["agent_type"]
         th = thresholds_for(thresholds, agent)
+        if th is None:
+            reasons.append(f"{agent}: not opted in (add it to {THRESHOLDS_ENV} to have the sensor optimise it)")
+            continue
         if row["production_prompt_id"] is None:
             reasons.append(f"{agent}: no production prompt")
             continue
         runs, success, cost = row["runs"], row["success_rate"], row["avg_cost_usd"]
         if runs < th.min_runs or success is None:
-            reasons.append(f"{agent}: {runs} recent traces of the production prompt (< min_runs {th.min_runs})")
+            reasons.append(
+                f"{agent}: {runs} recent production traces of the production prompt (< min_runs {th.min_runs};"
+                " the optimiser's own traces do not count)"
+            )
             continue
         breaches = []
         if success < th.min_success:
@@ -165,35 +213,77 @@ def evaluate_metric_thresholds(
             cost_part = "no cost limit" if th.max_cost is None else f"cost {_fmt_cost(cost)} <= {th.max_cost:.3f}"
             reasons.append(f"{agent}: success {success:.2f} >= {th.min_success:.2f} and {cost_part}")
             continue
+        why = " and ".join(breaches)
         oid = row["observation_id"]
         acted = cursor.get(agent, {})
-        if acted.get("observation_id") == oid:
+        gens = generations_of(existing + new_keys, agent)
+        latest = partition_key(agent, gens[-1]) if gens else None
+        records = _agent_runs(context.instance, job_name, agent, latest)
+        history = [r.dagster_run for r in records]
+        created = {r.dagster_run.run_id: r.create_timestamp for r in records}
+        busy = next((r for r in history if r.status in IN_PROGRESS), None)
+        if busy is not None:
             reasons.append(
-                f"{agent}: {' and '.join(breaches)}, but this observation already started {acted.get('partition_key')};"
-                " waiting for new traces"
+                f"{agent}: {why}, but run {busy.run_id[:8]} for {busy.tags.get('dagster/partition')} is still"
+                f" {_STATUS_WORDS.get(busy.status, busy.status.value.lower())}"
             )
             continue
-        gens = generations_of(existing + new_keys, agent)
-        if gens:
-            latest = partition_key(agent, gens[-1])
-            busy = _run_in_progress(context.instance, latest)
-            if busy is not None:
+        last = history[0] if history else None
+        if last is not None and last.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            key = last.tags.get("dagster/partition") or latest
+            word = "failed" if last.status == dg.DagsterRunStatus.FAILURE else "was cancelled"
+            tries = [r for r in history if r.tags.get("dagster/partition") == key]
+            retries_done = sum(1 for r in tries if r.tags.get(RETRY_TAG)) if key else th.max_retries
+            if key is None or retries_done >= th.max_retries:
                 reasons.append(
-                    f"{agent}: {' and '.join(breaches)}, but run {busy.run_id[:8]} for {latest} is still"
-                    f" {_STATUS_WORDS.get(busy.status, busy.status.value.lower())}"
+                    f"{agent}: {why}, but run {last.run_id[:8]} for {key} {word} and {retries_done} retr"
+                    f"{'y' if retries_done == 1 else 'ies'} (max_retries {th.max_retries}) are used up: see"
+                    f" genepool.run_failures, fix the cause and re-run {key} by hand"
                 )
                 continue
+            n = retries_done + 1
+            run_requests.append(dg.RunRequest(
+                partition_key=key,
+                run_key=f"{key}@{oid}#retry{n}@{last.run_id}",
+                tags={TRIGGER_TAG: "metric_threshold", AGENT_TAG: agent, "genepool/observation_id": oid or "",
+                      "genepool/reason": f"{why}; retry {n} of {th.max_retries} after run {last.run_id[:8]} {word}",
+                      RETRY_TAG: str(n)},
+            ))
+            context.log.info(f"{agent}: run {last.run_id[:8]} for {key} {word} -> retry {n} of {th.max_retries}")
+            cursor[agent] = {**acted, "observation_id": oid, "partition_key": key, "reason": why}
+            continue
+        if acted.get("observation_id") == oid:
+            reasons.append(
+                f"{agent}: {why}, but this observation already started {acted.get('partition_key')};"
+                " waiting for new production traces (or an approved candidate)"
+            )
+            continue
+        if last is not None and th.cooldown_minutes > 0:
+            age = (now - created[last.run_id]).total_seconds() / 60
+            if age < th.cooldown_minutes:
+                reasons.append(
+                    f"{agent}: {why}, but its last generation started {age:.0f} min ago"
+                    f" (cooldown_minutes {th.cooldown_minutes:g})"
+                )
+                continue
+        day = [r for r in history if r.tags.get(TRIGGER_TAG) == "metric_threshold" and not r.tags.get(RETRY_TAG)
+               and (now - created[r.run_id]).total_seconds() < 86400]
+        if len(day) >= th.max_generations_per_day:
+            reasons.append(
+                f"{agent}: {why}, but the sensor already started {len(day)} generations in the last 24 h"
+                f" (max_generations_per_day {th.max_generations_per_day})"
+            )
+            continue
         key = next_partition_key(existing + new_keys, agent)
         new_keys.append(key)
-        why = " and ".join(breaches)
         run_requests.append(
             dg.RunRequest(
                 partition_key=key,
                 run_key=f"{key}@{oid}",
                 tags={
-                    "genepool/trigger": "metric_threshold",
-                    "genepool/agent_type": agent,
-                    "genepool/observation_id": oid,
+                    TRIGGER_TAG: "metric_threshold",
+                    AGENT_TAG: agent,
+                    "genepool/observation_id": oid or "",
                     "genepool/reason": why,
                 },
             )
@@ -206,11 +296,13 @@ def evaluate_metric_thresholds(
         }
         context.log.info(f"{agent}: {why} -> starting generation {key}")
 
+    for r in reasons:
+        context.log.info(r)
     if not run_requests:
         return dg.SkipReason("; ".join(reasons))
     return dg.SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[generations_partitions.build_add_request(new_keys)],
+        dynamic_partitions_requests=[generations_partitions.build_add_request(new_keys)] if new_keys else None,
         cursor=json.dumps(cursor, sort_keys=True),
     )
 
@@ -231,13 +323,14 @@ def build_metric_threshold_sensor(
         job_name=job_name,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
-        description="Starts a generation for an agent whose production success rate or cost crosses its threshold"
-        " (genepool_metrics.agent_health; thresholds from GENEPOOL_THRESHOLDS).",
+        description="Starts a generation for an opted-in agent whose production success rate or cost crosses its"
+        " threshold (genepool_metrics.agent_health, production traces only; GENEPOOL_THRESHOLDS), with a cooldown,"
+        " a daily cap and bounded retries of failed or cancelled generations.",
     )
     def _sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
         table = fixed if fixed is not None else parse_thresholds(os.environ.get(THRESHOLDS_ENV))
         db = postgres.database()
-        return evaluate_metric_thresholds(context, db, table)
+        return evaluate_metric_thresholds(context, db, table, job_name=job_name)
 
     return _sensor
 
@@ -250,9 +343,12 @@ def build_trace_ingest_sensor(
     asset_selection: dg.AssetSelection | None = None,
     *,
     name: str = "trace_ingest_sensor",
-    minimum_interval_seconds: int = 300,
+    minimum_interval_seconds: int = 120,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """Requests the dbt metrics assets when some agent has traces the cursor has not seen.
+    """Requests the dbt metrics assets when some agent has traces the cursor has not seen, a registry
+    event happened (e.g. an approval) or a generation finished, so the threshold sensor never reads
+    stale numbers. On by default (it only refreshes metrics; it never starts a generation).
 
     The cursor is ``{agent: {"count": n, "last": iso timestamp}}`` from ``genepool.traces``.
     """
@@ -265,7 +361,9 @@ def build_trace_ingest_sensor(
         name=name,
         asset_selection=asset_selection,
         minimum_interval_seconds=minimum_interval_seconds,
-        description="Refreshes the dbt metrics when new traces arrive in genepool.traces.",
+        default_status=default_status,
+        description="Refreshes the dbt metrics when new traces arrive in genepool.traces, after an approval or"
+        " rejection, and after each finished generation.",
     )
     def _sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
         db = postgres.database()
@@ -273,20 +371,36 @@ def build_trace_ingest_sensor(
             "SELECT agent_type, count(*) AS n, max(created_at) AS last FROM genepool.traces"
             " GROUP BY agent_type ORDER BY agent_type"
         )
+        # registry events (an approval changes the production prompt agent_health reads) and finished
+        # generations (front_members) also make the metrics stale
+        marks = db.fetchone(
+            "SELECT (SELECT coalesce(max(id), 0) FROM genepool.prompt_events) AS events,"
+            " (SELECT count(DISTINCT experiment_id) FROM genepool.front_members) AS generations"
+        )
         seen: dict[str, dict] = json.loads(context.cursor) if context.cursor else {}
-        now = {r["agent_type"]: {"count": r["n"], "last": r["last"].isoformat()} for r in rows}
+        now: dict[str, Any] = {r["agent_type"]: {"count": r["n"], "last": r["last"].isoformat()} for r in rows}
         changed = {
-            a: v["count"] - seen.get(a, {}).get("count", 0) for a, v in now.items() if v != seen.get(a)
+            a: v["count"] - (seen.get(a) or {}).get("count", 0) for a, v in now.items() if v != seen.get(a)
         }
-        if not changed:
-            total = sum(v["count"] for v in now.values())
-            return dg.SkipReason(f"no new traces since the last metrics refresh ({total} traces, {len(now)} agents)")
-        digest = hashlib.sha256(json.dumps(now, sort_keys=True).encode()).hexdigest()[:16]
         summary = ", ".join(f"{a}: {'+' if d >= 0 else ''}{d}" for a, d in sorted(changed.items()))
+        other = []
+        if int(marks["events"]) != int(seen.get("@events", 0)):
+            other.append("registry events")
+        if int(marks["generations"]) != int(seen.get("@generations", 0)):
+            other.append("finished generations")
+        now["@events"], now["@generations"] = int(marks["events"]), int(marks["generations"])
+        if not changed and not other:
+            total = sum(v["count"] for k, v in now.items() if not k.startswith("@"))
+            return dg.SkipReason(
+                f"no new traces, registry events or generations since the last metrics refresh ({total} traces,"
+                f" {len(rows)} agents)"
+            )
+        digest = hashlib.sha256(json.dumps(now, sort_keys=True).encode()).hexdigest()[:16]
+        tags = {"genepool/trigger": "trace_ingest", "genepool/new_traces": summary or "none"}
+        if other:
+            tags["genepool/also_changed"] = ", ".join(other)
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(run_key=f"metrics@{digest}", tags={"genepool/trigger": "trace_ingest", "genepool/new_traces": summary})
-            ],
+            run_requests=[dg.RunRequest(run_key=f"metrics@{digest}", tags=tags)],
             cursor=json.dumps(now, sort_keys=True),
         )
 
@@ -317,8 +431,8 @@ def record_run_failure(db: Database, context: dg.RunFailureSensorContext) -> dic
         if err is not None:
             messages.append(f"{ev.step_key}: {err.cls_name}: {err.message.strip()}")
     record = context.instance.get_run_record_by_id(run.run_id)
-    end = record.end_time if record is not None and record.end_time else datetime.now(timezone.utc).timestamp()
-    failed_at = datetime.fromtimestamp(end, timezone.utc)
+    end = record.end_time if record is not None and record.end_time else datetime.now(UTC).timestamp()
+    failed_at = datetime.fromtimestamp(end, UTC)
     row = {
         "run_id": run.run_id,
         "job_name": run.job_name,
@@ -340,6 +454,7 @@ def record_run_failure(db: Database, context: dg.RunFailureSensorContext) -> dic
 @dg.run_failure_sensor(
     name="run_failure_recorder",
     minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,  # on whenever the daemon runs (README: Sensors)
     description="Records failed runs (run id, partition, error) in genepool.run_failures so they can be re-run.",
 )
 def run_failure_recorder(context: dg.RunFailureSensorContext, postgres: PostgresResource):

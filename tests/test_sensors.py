@@ -7,15 +7,15 @@ import json
 import uuid
 
 import dagster as dg
-
-from resources import PostgresResource
 import psycopg
 import pytest
 
 from assets.metrics import metrics_dbt_assets
-from resources.dbt import dbt_resource
-from genepool.core.genome import Genome
 from assets.partitions import GENERATIONS, generations_partitions
+from genepool import db as postgres
+from genepool.core.genome import Genome
+from genepool.db import Database, migrate
+from genepool.registry import PromptRegistry
 from orchestration.sensors import (
     ThresholdError,
     build_metric_threshold_sensor,
@@ -24,9 +24,8 @@ from orchestration.sensors import (
     run_failure_recorder,
     trace_ingest_sensor,
 )
-from genepool import db as postgres
-from genepool.db import Database, migrate
-from genepool.registry import PromptRegistry
+from resources import PostgresResource
+from resources.dbt import dbt_resource
 
 SD, PL = "support-desk", "planner"
 
@@ -132,7 +131,8 @@ def test_does_not_fire_twice_for_the_same_observation(seeded, instance):
 
 def test_skip_reason_when_healthy(seeded, instance):
     db, _ = seeded
-    result = _tick(build_metric_threshold_sensor({"*": {"min_success": 0.7, "max_cost": 0.01}}), instance, db)
+    result = _tick(build_metric_threshold_sensor({"*": {"min_success": 0.7, "max_cost": 0.01}, SD: {}, PL: {}}),
+                   instance, db)
     assert isinstance(result, dg.SkipReason)
     assert result.skip_message == (
         f"{PL}: success 1.00 >= 0.70 and cost 0.004 <= 0.010; {SD}: success 0.75 >= 0.70 and cost 0.002 <= 0.010"
@@ -152,7 +152,8 @@ def test_per_agent_thresholds(seeded, instance):
     # too few traces for a strict min_runs: no action
     quiet = _tick(build_metric_threshold_sensor({SD: {"min_success": 0.9, "min_runs": 50}}), instance, db)
     assert isinstance(quiet, dg.SkipReason)
-    assert f"{SD}: 20 recent traces of the production prompt (< min_runs 50)" in quiet.skip_message
+    assert f"{SD}: 20 recent production traces of the production prompt (< min_runs 50;" in quiet.skip_message
+    assert f"{PL}: not opted in (add it to GENEPOOL_THRESHOLDS" in quiet.skip_message
 
 
 def test_thresholds_from_the_environment(seeded, instance, monkeypatch):
@@ -177,8 +178,12 @@ def test_waits_while_the_latest_generation_is_still_running(seeded, instance):
     assert isinstance(waiting, dg.SkipReason)
     assert f"run {run.run_id[:8]} for {SD}/g0001 is still running" in waiting.skip_message
     instance.report_run_canceled(run)
+    # a cancelled generation is re-run (the same partition, resumed from the LLM cache), named in the reason
     fired = _tick(sensor, instance, db)
-    assert [r.partition_key for r in fired.run_requests] == [f"{SD}/g0002"]
+    [req] = fired.run_requests
+    assert req.partition_key == f"{SD}/g0001"
+    assert req.tags["genepool/reason"] == f"success 0.75 < 0.80; retry 1 of 2 after run {run.run_id[:8]} was cancelled"
+    assert req.tags["genepool/retry"] == "1"
 
 
 def test_new_observation_fires_again(pg_server_url, instance):
@@ -208,7 +213,8 @@ def test_threshold_validation_names_the_field():
     with pytest.raises(ThresholdError, match="max_cost=-1 must be a non-negative number"):
         parse_thresholds({SD: {"max_cost": -1}})
     t = parse_thresholds({"*": {"min_success": 0.6, "max_cost": 0.5}, SD: {"max_cost": 0.01}})
-    assert (t[SD].min_success, t[SD].max_cost, t["*"].max_cost) == (0.6, 0.01, 0.5)
+    assert (t[SD].min_success, t[SD].max_cost) == (0.6, 0.01)
+    assert "*" not in t  # "*" gives default values; it opts no agent in
 
 
 @dg.asset(partitions_def=generations_partitions)
@@ -282,3 +288,94 @@ def test_run_failure_recorder_stores_the_failed_run(db, instance):
     assert row["failed_steps"] == ["fails_for_test"]
     end = instance.get_run_record_by_id(result.run_id).end_time
     assert abs(row["failed_at"].timestamp() - end) < 1e-3
+
+
+# --- safety: opt-in, production traces only, cooldown, daily cap, bounded retries ------------------
+def _gen_run(instance, agent: str, key: str, status, *, retry: int = 0, trigger: str = "metric_threshold"):
+    tags = {"dagster/partition": key, "genepool/agent_type": agent, "genepool/trigger": trigger}
+    if retry:
+        tags["genepool/retry"] = str(retry)
+    return instance.add_run(dg.DagsterRun(job_name="generation_job", status=status, tags=tags))
+
+
+def test_agents_absent_from_the_thresholds_are_never_optimised(seeded, instance):
+    db, _ = seeded
+    # support-desk (success 0.75) would breach 0.99, but it is not named; the planner is named and healthy
+    result = _tick(build_metric_threshold_sensor({"*": {"min_success": 0.99}, PL: {}}), instance, db)
+    assert isinstance(result, dg.SkipReason)
+    assert f"{SD}: not opted in (add it to GENEPOOL_THRESHOLDS to have the sensor optimise it)" in result.skip_message
+    assert f"{PL}: success 1.00 >= 0.99" in result.skip_message
+    assert isinstance(_tick(build_metric_threshold_sensor({}), instance, db), dg.SkipReason)
+    assert parse_thresholds(None) == {} and parse_thresholds("") == {}
+
+
+def test_the_optimisers_own_traces_do_not_count_as_health(pg_server_url, instance):
+    db = Database(_new_database(pg_server_url, "own"))
+    migrate(db.url)
+    reg = PromptRegistry(db)
+    rec = reg.register(SD, Genome(role="You help."))
+    reg.label(rec.id, "production", "seed", "initial")
+    # 20 failing traces written by a generation (source 'runner' with its partition key): not production
+    for i in range(20):
+        db.execute(
+            "INSERT INTO genepool.traces (id, agent_type, prompt_id, partition_key, source, input, output, success)"
+            " VALUES (%s,%s,%s,%s,'runner','q','a',false)", (f"gen-{i}", SD, rec.id, f"{SD}/g0001"),
+        )
+    _refresh_health(db)
+    sensor = build_metric_threshold_sensor({SD: {"min_success": 0.8}})
+    quiet = _tick(sensor, instance, db)
+    assert isinstance(quiet, dg.SkipReason)
+    assert f"{SD}: 0 recent production traces" in quiet.skip_message
+    # production traces (ingested from Langfuse) do count
+    for i in range(6):
+        db.execute(
+            "INSERT INTO genepool.traces (id, agent_type, prompt_id, source, input, output, success)"
+            " VALUES (%s,%s,%s,'langfuse','q','a',%s)", (f"lf-{i}", SD, rec.id, i < 3),
+        )
+    _refresh_health(db)
+    [req] = _tick(sensor, instance, db).run_requests
+    assert req.tags["genepool/reason"] == "success 0.50 < 0.80"
+
+
+def test_cooldown_and_daily_cap(seeded, instance):
+    db, _ = seeded
+    instance.add_dynamic_partitions(GENERATIONS, [f"{SD}/g0001", f"{SD}/g0002"])
+    _gen_run(instance, SD, f"{SD}/g0001", dg.DagsterRunStatus.SUCCESS)
+    cool = _tick(build_metric_threshold_sensor({SD: {"cooldown_minutes": 30}}), instance, db)
+    assert isinstance(cool, dg.SkipReason)
+    assert f"{SD}: success 0.75 < 0.80, but its last generation started 0 min ago (cooldown_minutes 30)" in (
+        cool.skip_message
+    )
+    _gen_run(instance, SD, f"{SD}/g0002", dg.DagsterRunStatus.SUCCESS)
+    capped = _tick(build_metric_threshold_sensor({SD: {"cooldown_minutes": 0, "max_generations_per_day": 2}}),
+                   instance, db)
+    assert isinstance(capped, dg.SkipReason)
+    assert "already started 2 generations in the last 24 h (max_generations_per_day 2)" in capped.skip_message
+    # runs started by a person (CLI/UI) do not use up the sensor's daily cap, but do count for the cooldown
+    fires = _tick(build_metric_threshold_sensor({SD: {"cooldown_minutes": 0, "max_generations_per_day": 3}}),
+                  instance, db)
+    assert [r.partition_key for r in fires.run_requests] == [f"{SD}/g0003"]
+
+
+def test_failed_generation_is_retried_up_to_the_limit_then_named(seeded, instance):
+    db, _ = seeded
+    key = f"{SD}/g0001"
+    instance.add_dynamic_partitions(GENERATIONS, [key])
+    sensor = build_metric_threshold_sensor({SD: {"cooldown_minutes": 0, "max_retries": 1}})
+    first = _gen_run(instance, SD, key, dg.DagsterRunStatus.FAILURE)
+    [req] = _tick(sensor, instance, db).run_requests
+    assert (req.partition_key, req.tags["genepool/retry"]) == (key, "1")
+    assert req.tags["genepool/reason"].endswith(f"retry 1 of 1 after run {first.run_id[:8]} failed")
+    again = _gen_run(instance, SD, key, dg.DagsterRunStatus.FAILURE, retry=1)
+    out = _tick(sensor, instance, db)
+    assert isinstance(out, dg.SkipReason)
+    assert (f"{SD}: success 0.75 < 0.80, but run {again.run_id[:8]} for {key} failed and 1 retry (max_retries 1)"
+            " are used up: see genepool.run_failures") in out.skip_message
+
+
+def test_sensor_defaults():
+    assert run_failure_recorder.default_status == dg.DefaultSensorStatus.RUNNING
+    assert trace_ingest_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert metric_threshold_sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    with pytest.raises(ThresholdError, match=r"max_generations_per_day=0 must be a whole number >= 1"):
+        parse_thresholds({SD: {"max_generations_per_day": 0}})
