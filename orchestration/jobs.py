@@ -1,25 +1,29 @@
-"""Jobs: one generation of one agent (a partition), and the human approval of a candidate."""
+"""Jobs, selected by asset group: one generation of one agent (a partition), the dbt metrics refresh,
+and the human approval of a candidate. ``defs()`` is this area's part of the code location."""
 
-
+# no `from __future__ import annotations`: Dagster reads the op's config annotation (ApprovalConfig) at runtime
 import dagster as dg
 
-from assets.metrics import dbt_source_checks
+from assets.common import GROUP
+from assets.metrics import dbt_source_checks, metrics_asset_selection
 from assets.partitions import generations_partitions
 from resources import PostgresResource
 from resources.langfuse import LangfuseResource
-
-GENERATION_ASSETS = ["traces", "failure_clusters", "mutated_population", "experiment_results", "pareto_front",
-                     "promoted_prompts"]
 
 # In-process: the steps share one loaded model and one database connection, so nearly all of a
 # generation's wall time is spent in LLM calls rather than in starting step processes.
 generation_job = dg.define_asset_job(
     "generation_job",
-    # the dbt source tests hang on these assets as checks: they run with the metrics, not here
-    selection=dg.AssetSelection.assets(*GENERATION_ASSETS) - dbt_source_checks,
+    # the whole "generation" group with its Python checks; the dbt source tests hang on these assets as
+    # checks too, but they run with the metrics (metrics_job), not here
+    selection=dg.AssetSelection.groups(GROUP) - dbt_source_checks,
     partitions_def=generations_partitions,
     executor_def=dg.in_process_executor,
     description="One optimisation generation of one agent type (partition '<agent>/gNNNN').",
+)
+
+metrics_job = dg.define_asset_job(
+    "metrics_job", selection=metrics_asset_selection, description="dbt build of the metrics models and their tests."
 )
 
 
@@ -38,8 +42,9 @@ def approve_prompt(
 
     db = postgres.database()
     if config.decision == "approve":
-        rec = approval.approve(db, config.prompt_id, config.approver, config.reason,
-                               langfuse=langfuse if langfuse.enabled else None)
+        rec = approval.approve(
+            db, config.prompt_id, config.approver, config.reason, langfuse=langfuse if langfuse.enabled else None
+        )
     elif config.decision == "reject":
         rec = approval.reject(db, config.prompt_id, config.approver, config.reason)
     else:
@@ -52,3 +57,7 @@ def approve_prompt(
 @dg.job(description="Human approval: candidate -> production (config: prompt_id, approver, reason).")
 def approval_job():
     approve_prompt()
+
+
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=[generation_job, metrics_job, approval_job])

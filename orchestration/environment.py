@@ -1,0 +1,51 @@
+"""The code location's resources, chosen from the environment.
+
+GENEPOOL_DATABASE_URL (else the embedded PostgreSQL in the data folder), GENEPOOL_LLM_* for the task
+model, GENEPOOL_REFLECTION_* for the reflection model, GENEPOOL_OPTIMIZER for the generation settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import dagster as dg
+
+from resources import LLMResource, OptimizerResource, PostgresResource
+from resources.dbt import dbt_resource
+from resources.langfuse import LangfuseResource
+
+
+def llm_from_env(prefix: str) -> LLMResource:
+    kind = os.environ.get(f"{prefix}_PROVIDER", "llama_cpp")
+    return LLMResource(
+        provider=kind,
+        model_path=os.environ.get(f"{prefix}_MODEL_PATH"),
+        base_url=os.environ.get(f"{prefix}_BASE_URL"),
+        model=os.environ.get(f"{prefix}_MODEL"),
+        api_key_env=os.environ.get(f"{prefix}_API_KEY_ENV", "OPENAI_API_KEY"),
+    )
+
+
+def optimizer_from_env() -> OptimizerResource:
+    """Optimizer settings; GENEPOOL_OPTIMIZER may hold JSON overrides, e.g. {"population_size": 12}."""
+    raw = os.environ.get("GENEPOOL_OPTIMIZER")
+    overrides = json.loads(raw) if raw else {}
+    if "seed" not in overrides and os.environ.get("GENEPOOL_SEED"):
+        overrides["seed"] = int(os.environ["GENEPOOL_SEED"])
+    return OptimizerResource(**overrides)
+
+
+def default_resources() -> dict:
+    return {
+        "postgres": PostgresResource(database_url=os.environ.get("GENEPOOL_DATABASE_URL")),
+        "llm": llm_from_env("GENEPOOL_LLM"),
+        "reflection_llm": llm_from_env("GENEPOOL_REFLECTION"),
+        "optimizer": optimizer_from_env(),
+        "langfuse": LangfuseResource(),  # active only when LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are set
+        "dbt": dbt_resource(os.environ.get("GENEPOOL_DATABASE_URL")),
+    }
+
+
+def defs() -> dg.Definitions:
+    return dg.Definitions(resources=default_resources())
