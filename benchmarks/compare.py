@@ -5,7 +5,7 @@
     python -m benchmarks.compare --quick            # small stratified subsets, budget 60: proves it runs
     python -m benchmarks.compare --budgets 100 --arms baseline,gepa
 
-Arms (benchmarks/peers/): baseline (seed prompt), genepool (``genepool.pipeline.optimize``), GEPA
+Arms (benchmarks/peers/): baseline (seed prompt), genepool (``genepool.steps.optimize``), GEPA
 (``gepa.optimize``) and DSPy (MIPROv2, BootstrapFewShot, LabeledFewShot). Every LLM call goes through
 genepool's ``LLMClient`` with its PostgreSQL cache (``Database.from_env()`` = the embedded server under
 the project data dir, or ``--database-url``), so a re-run is cheap. Every final prompt is evaluated on
@@ -21,6 +21,7 @@ import platform
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -31,7 +32,8 @@ from genepool.config import DEFAULT_AGENT, default_seed
 from genepool.core.benchmark import Item, split_items
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-ALL_ARMS = ("baseline", "genepool", "gepa", "dspy")
+ALL_ARMS = ("majority", "hand_fewshot", "baseline", "genepool", "gepa-fair", "gepa", "dspy")
+REFERENCE_ARM = "hand_fewshot_k2"  # the paired test of every arm is against this control
 DEFAULT_BUDGETS = (300, 1000)
 QUICK_BUDGETS = (60,)  # the smallest budget that fits one genepool generation (40 traces + 12 targets + 8 controls)
 QUICK_PER_TASK = {"train": 3, "validation": 2, "test": 2}
@@ -50,12 +52,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=default_seed(), help="seed for every optimiser (default: %(default)s)")
     ap.add_argument("--database-url", default=None,
                     help="PostgreSQL URL for the LLM cache (default: GENEPOOL_DATABASE_URL or the embedded server)")
-    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: benchmarks/results)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: benchmarks/results/<agent>, or <agent>-quick with --quick)")
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="seeds per stochastic arm (genepool, gepa-fair): seed, seed+1, ... (default: %(default)s)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the results of <out>/compare.json that this run does not redo (same arm, budget, seed); "
+                         "refused when the splits or the test items differ")
     ap.add_argument("--threads", type=int, default=2,
                     help="llama.cpp threads (default: %(default)s; 1 is faster when other jobs share the CPU)")
     ap.add_argument("--dspy-backend", choices=("inprocess", "server"), default="inprocess",
                     help="DSPy's LM: the shared in-process llama.cpp, or a local llama_cpp.server it starts")
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error(f"--seeds={args.seeds}: use 1 or more")
+    if args.out is None:
+        args.out = RESULTS_DIR / (args.agent + ("-quick" if args.quick else ""))
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in args.arms if a not in ALL_ARMS]
     if bad:
@@ -123,13 +135,18 @@ def versions() -> dict[str, str]:
 
 
 # --- running ------------------------------------------------------------------------------------
-def run_all(args: argparse.Namespace, ctx: ArmContext, on_result) -> list[ArmResult]:
-    from benchmarks.peers import baseline_arm, dspy_arm, gepa_arm, genepool_arm
+def run_all(args: argparse.Namespace, ctx: ArmContext, on_result, previous: list[ArmResult] | None = None
+            ) -> list[ArmResult]:
+    from benchmarks.peers import baseline_arm, dspy_arm, fewshot_arm, genepool_arm, gepa_arm
 
-    results: list[ArmResult] = []
+    results: list[ArmResult] = list(previous or [])
+    seeds = [args.seed + i for i in range(args.seeds)]
 
-    def add(r: ArmResult | list[ArmResult]) -> None:
+    def add(r: ArmResult | list[ArmResult], seed: int | None = None) -> None:
         for one in r if isinstance(r, list) else [r]:
+            if seed is not None and one.seed is None:
+                one.seed = seed
+            results[:] = [x for x in results if _key(x) != _key(one)]  # a re-run replaces its old result
             results.append(one)
             print(_line(one), flush=True)
             on_result(results)
@@ -140,33 +157,116 @@ def run_all(args: argparse.Namespace, ctx: ArmContext, on_result) -> list[ArmRes
         except Exception as exc:  # an arm that crashes is reported, the others still run
             return ArmResult(arm, budget, "failed", error=short_error(exc))
 
+    def with_seed(seed: int) -> ArmContext:
+        return replace(ctx, seed=seed)
+
+    if "majority" in args.arms:
+        add(guarded("majority", None, fewshot_arm.run_majority, ctx))
+    if "hand_fewshot" in args.arms:
+        for k in (1, 2):
+            add(guarded(f"hand_fewshot_k{k}", None, fewshot_arm.run_hand_fewshot, ctx, k))
     if "baseline" in args.arms:
         add(guarded("baseline", None, baseline_arm.run, ctx))
     if "dspy" in args.arms:
         add(guarded("dspy-labeled", None, dspy_arm.run_labeled, ctx))
     for budget in args.budgets:
-        if "genepool" in args.arms:
-            add(guarded("genepool", budget, genepool_arm.run, ctx, budget))
+        for seed in seeds:
+            if "genepool" in args.arms:
+                add(guarded("genepool", budget, genepool_arm.run, with_seed(seed), budget), seed)
+            if "gepa-fair" in args.arms:
+                add(guarded("gepa-fair", budget, gepa_arm.run_fair, with_seed(seed), budget), seed)
         if "gepa" in args.arms:
-            add(guarded("gepa", budget, gepa_arm.run, ctx, budget))
+            add(guarded("gepa", budget, gepa_arm.run, ctx, budget), args.seed)
         if "dspy" in args.arms:
-            add(guarded("dspy", budget, dspy_arm.run, ctx, budget))
+            add(guarded("dspy", budget, dspy_arm.run, ctx, budget), args.seed)
     return results
+
+
+def _key(r: ArmResult) -> tuple:
+    return (r.arm, r.budget, r.seed)
 
 
 def _line(r: ArmResult) -> str:
     b = "-" if r.budget is None else r.budget
     if r.status != "ok":
-        return f"[{r.arm} @ {b}] {r.status}: {r.error}"
+        return f"[{r.arm} @ {b}{'' if r.seed is None else f' seed {r.seed}'}] {r.status}: {r.error}"
     t = r.test or {}
+    b = f"{b} seed {r.seed}" if r.seed is not None else b
     return (f"[{r.arm} @ {b}] test {t.get('successes')}/{t.get('n')} = {t.get('success_rate', 0):.1%}, "
             f"{t.get('avg_tokens')} tok/item, rollouts {r.rollouts}, wall {r.wall_s}")
 
 
 # --- outputs ------------------------------------------------------------------------------------
+def add_statistics(results: list[ArmResult]) -> dict[str, Any]:
+    """95% bootstrap interval per result and the exact McNemar test against the hand few-shot control.
+
+    Writes ``test["ci95"]``, ``test["n"]`` (already there) and ``extra["paired_vs_hand_fewshot"]`` in place;
+    returns a summary per (arm, budget) over seeds.
+    """
+    from benchmarks import stats
+
+    ref = next((r for r in results if r.arm == REFERENCE_ARM and r.status == "ok" and r.test), None)
+    ref_out = (ref.test or {}).get("outcomes") if ref else None
+    for r in results:
+        if r.status != "ok" or not r.test or not r.test.get("outcomes"):
+            continue
+        outcomes = r.test["outcomes"]
+        r.test["ci95"] = list(stats.bootstrap_ci(outcomes))
+        if ref_out and len(ref_out) == len(outcomes) and r is not ref:
+            s = stats.summarize(outcomes, ref_out)
+            r.extra["paired_vs_hand_fewshot"] = {k: s[k] for k in ("paired_p", "diff", "diff_ci95", "discordant")}
+        else:
+            r.extra.pop("paired_vs_hand_fewshot", None)
+    groups: dict[tuple, list[ArmResult]] = defaultdict(list)
+    for r in results:
+        if r.status == "ok" and r.test:
+            groups[(r.arm, r.budget)].append(r)
+    summary = []
+    for (arm, budget), rs in groups.items():
+        rates = [r.test["success_rate"] for r in rs]
+        ps = [r.extra.get("paired_vs_hand_fewshot", {}).get("paired_p") for r in rs]
+        summary.append({
+            "arm": arm, "budget": budget, "seeds": [r.seed for r in rs], "n_test": rs[0].test["n"],
+            "success_rates": rates, "mean_success": round(sum(rates) / len(rates), 4),
+            "min_success": min(rates), "max_success": max(rates),
+            "paired_p_vs_hand_fewshot": ps,
+            "mean_tokens_per_item": round(sum(r.test["avg_tokens"] for r in rs) / len(rs), 1),
+            "mean_rollouts": round(sum(r.rollouts for r in rs) / len(rs), 1),
+        })
+    return {"reference_arm": REFERENCE_ARM, "by_arm": summary}
+
+
 def write_json(path: Path, meta: dict[str, Any], results: list[ArmResult]) -> None:
-    doc = {**meta, "results": [r.to_dict() for r in results]}
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    summary = add_statistics(results)
+    out = []
+    for r in results:
+        d = r.to_dict()
+        d["paired_p_vs_hand_fewshot"] = r.extra.get("paired_vs_hand_fewshot", {}).get("paired_p")
+        out.append(d)
+    doc = {**meta, "statistics": summary, "results": out}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)  # never a half-written compare.json
+
+
+def load_previous(path: Path, meta: dict[str, Any]) -> list[ArmResult]:
+    """Results of an earlier run to merge with (``--merge``); refused when the splits differ."""
+    if not path.exists():
+        return []
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"--merge: cannot read {path}: {exc}; move it away or run without --merge") from exc
+    if doc.get("test_ids") != meta["test_ids"] or doc.get("splits") != meta["splits"]:
+        raise SystemExit(f"--merge: {path} was made on other splits or test items; run without --merge")
+    fields = {f for f in ArmResult.__dataclass_fields__}
+    prev = []
+    for i, d in enumerate(doc.get("results", [])):
+        try:
+            prev.append(ArmResult(**{k: v for k, v in d.items() if k in fields}))
+        except TypeError as exc:
+            raise SystemExit(f"--merge: {path} results[{i}] is not a result record ({exc})") from exc
+    return prev
 
 
 def _pct(x: float | None) -> str:
@@ -184,20 +284,35 @@ def write_markdown(path: Path, meta: dict[str, Any], results: list[ArmResult]) -
         "Rollouts = task-model calls made while optimising (cached or not); reflection = calls asking the "
         "model to write prompts; test success = strict checkers on the held-out test split.",
         "",
-        "| arm | budget | status | rollouts | reflection calls | test success | mean score | tokens/item "
-        "| optimise s | test s | model s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Statistics: n = test items; 95% CI = percentile bootstrap over items; p = two-sided exact McNemar "
+        f"test against `{REFERENCE_ARM}` on the same items (paired). Seeds: stochastic arms run once per seed.",
+        "",
+        "| arm | budget | seed | status | n | test success | 95% CI | p vs hand_fewshot | tokens/item | rollouts "
+        "| reflection calls | optimise s | test s | model s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         t = r.test or {}
         o = r.optimize or {}
+        ci = t.get("ci95")
+        p = (r.extra or {}).get("paired_vs_hand_fewshot", {}).get("paired_p")
         lines.append(
-            f"| {r.arm} | {r.budget if r.budget is not None else '-'} | {r.status} | {o.get('rollouts', 0)} "
-            f"| {o.get('reflection_calls', 0)} | {_pct(t.get('success_rate'))} "
-            f"| {t.get('mean_score', '-')} | {t.get('avg_tokens', '-')} | {r.wall_s.get('optimize', '-')} "
-            f"| {r.wall_s.get('test', '-')} | "
+            f"| {r.arm} | {r.budget if r.budget is not None else '-'} | {r.seed if r.seed is not None else '-'} "
+            f"| {r.status} | {t.get('n', '-')} | {_pct(t.get('success_rate'))} "
+            f"| {'-' if not ci else f'{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%'} | {'-' if p is None else f'{p:.3g}'} "
+            f"| {t.get('avg_tokens', '-')} | {o.get('rollouts', 0)} | {o.get('reflection_calls', 0)} "
+            f"| {r.wall_s.get('optimize', '-')} | {r.wall_s.get('test', '-')} | "
             f"{round((o.get('model_ms', 0) + (t.get('model_ms') or 0)) / 1000, 1)} |"
         )
+    summary = add_statistics(results)["by_arm"]
+    multi = [g for g in summary if len(g["seeds"]) > 1]
+    if multi:
+        lines += ["", "## Over seeds", "", "| arm | budget | seeds | n | mean success | min–max | p per seed |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in multi:
+            ps = ", ".join("-" if p is None else f"{p:.3g}" for p in g["paired_p_vs_hand_fewshot"])
+            lines.append(f"| {g['arm']} | {g['budget']} | {len(g['seeds'])} | {g['n_test']} "
+                         f"| {_pct(g['mean_success'])} | {_pct(g['min_success'])}–{_pct(g['max_success'])} | {ps} |")
     tasks = sorted({task for r in results if r.test for task in r.test["per_task"]})
     if tasks:
         lines += ["", "## Test success per task", "", "| arm | budget | " + " | ".join(tasks) + " |",
@@ -234,15 +349,22 @@ def write_plot(path: Path, meta: dict[str, Any], results: list[ArmResult]) -> No
     by_arm: dict[str, list[ArmResult]] = defaultdict(list)
     for r in ok:
         by_arm[r.arm].append(r)
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3)
     for arm, rs in sorted(by_arm.items()):
-        rs.sort(key=lambda r: r.rollouts)
+        color = next(colors)
+        if all(r.budget is None for r in rs):  # controls without rollouts: a line with its 95% band
+            y = 100 * rs[0].test["success_rate"]
+            ci = rs[0].test.get("ci95") or [y / 100, y / 100]
+            ax.axhline(y, linestyle="--", linewidth=1, color=color, label=f"{arm} (no rollouts)")
+            ax.axhspan(100 * ci[0], 100 * ci[1], color=color, alpha=0.08)
+            continue
+        rs.sort(key=lambda r: (r.rollouts, r.seed or 0))
         xs = [r.rollouts for r in rs]
         ys = [100 * r.test["success_rate"] for r in rs]
-        if arm in ("baseline", "dspy-labeled"):
-            ax.axhline(ys[0], linestyle="--", linewidth=1, label=f"{arm} (no rollouts)",
-                       color="grey" if arm == "baseline" else "tab:purple")
-        else:
-            ax.plot(xs, ys, marker="o", label=arm)
+        lo = [100 * (r.test["success_rate"] - (r.test.get("ci95") or [r.test["success_rate"]] * 2)[0]) for r in rs]
+        hi = [100 * ((r.test.get("ci95") or [r.test["success_rate"]] * 2)[1] - r.test["success_rate"]) for r in rs]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", linestyle="none", capsize=3, color=color,
+                    label=f"{arm} (each seed, 95% CI)")
     for r in results:
         if r.status != "ok" and r.budget:
             ax.plot([r.budget], [0], marker="x", color="red", linestyle="none")
@@ -328,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"comparing {args.arms} on {args.agent} (train {len(train)}, validation {len(val)}, test {len(test)}), "
           f"budgets {args.budgets}, model {provider.model}", flush=True)
     try:
-        results = run_all(args, ctx, checkpoint)
+        previous = load_previous(args.out / "compare.json", meta) if args.merge else []
+        results = run_all(args, ctx, checkpoint, previous)
     finally:
         if server is not None:
             server.stop()

@@ -37,7 +37,11 @@ class FakeClient:
 
 def test_parse_args_budgets_and_arms():
     a = compare.parse_args([])
-    assert a.budgets == [300, 1000] and a.arms == list(compare.ALL_ARMS)
+    assert a.budgets == [300, 1000] and a.arms == list(compare.ALL_ARMS) and a.seeds == 3
+    assert a.out == compare.RESULTS_DIR / "support-desk"
+    assert compare.parse_args(["--agent", "critic", "--quick"]).out == compare.RESULTS_DIR / "critic-quick"
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--seeds", "0"])
     assert compare.parse_args(["--with-3000"]).budgets == [300, 1000, 3000]
     assert compare.parse_args(["--quick"]).budgets == list(compare.QUICK_BUDGETS)
     assert compare.parse_args(["--budgets", "100"]).budgets == [100]
@@ -88,21 +92,69 @@ def test_outputs_are_written(tmp_path):
             "task_model": "m.gguf", "provider": "llama_cpp", "splits": {"train": 1, "validation": 1, "test": 2},
             "versions": {"gepa": "0.1.4"}, "wall_s": 1.0}
     test = evaluate_outputs([_item(0), _item(1)], ["positive", "no"], [(5, 1), (5, 1)], 2.0).to_dict()
+    hand = evaluate_outputs([_item(0), _item(1)], ["no", "no"], [(9, 1), (9, 1)], 2.0).to_dict()
     results = [
         ArmResult("baseline", None, "ok", test=test, wall_s={"optimize": 0.0, "test": 1.0}),
+        ArmResult(compare.REFERENCE_ARM, None, "ok", test=hand, wall_s={"optimize": 0.0, "test": 1.0}),
         ArmResult("gepa", 60, "ok", test=test, optimize={"rollouts": 61, "reflection_calls": 3},
-                  wall_s={"optimize": 5.0, "test": 1.0}),
+                  wall_s={"optimize": 5.0, "test": 1.0}, seed=1),
+        ArmResult("gepa", 60, "ok", test=hand, optimize={"rollouts": 60}, wall_s={"optimize": 5.0, "test": 1.0},
+                  seed=2),
         ArmResult("dspy-mipro", 60, "failed", error="AdapterParseError: bad", optimize={"calls": 7}),
     ]
     compare.write_json(tmp_path / "c.json", meta, results)
     compare.write_markdown(tmp_path / "c.md", meta, results)
     compare.write_plot(tmp_path / "c.png", meta, results)
     doc = json.loads((tmp_path / "c.json").read_text())
-    assert [r["arm"] for r in doc["results"]] == ["baseline", "gepa", "dspy-mipro"]
+    assert [r["arm"] for r in doc["results"]] == ["baseline", compare.REFERENCE_ARM, "gepa", "gepa", "dspy-mipro"]
+    base, ref, g1 = doc["results"][:3]
+    assert base["test"]["ci95"][0] <= base["test"]["success_rate"] <= base["test"]["ci95"][1]
+    # 1 item only the baseline solves, 0 the other way: exact McNemar p = 1.0; the reference has no p
+    assert base["paired_p_vs_hand_fewshot"] == 1.0 and ref["paired_p_vs_hand_fewshot"] is None
+    assert base["extra"]["paired_vs_hand_fewshot"]["discordant"] == {"only_this": 1, "only_reference": 0}
+    by = {(g["arm"], g["budget"]): g for g in doc["statistics"]["by_arm"]}
+    assert by[("gepa", 60)]["success_rates"] == [0.5, 0.0] and by[("gepa", 60)]["mean_success"] == 0.25
     md = (tmp_path / "c.md").read_text()
-    assert "| gepa | 60 | ok | 61 | 3 | 50.0% |" in md
+    assert "| gepa | 60 | 1 | ok | 2 | 50.0% |" in md and "## Over seeds" in md
     assert "dspy-mipro** @ 60: failed after 7 model calls" in md
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_merge_keeps_other_results_and_refuses_other_splits(tmp_path):
+    meta = {"test_ids": ["it0"], "splits": {"train": 1, "validation": 1, "test": 1}}
+    test = evaluate_outputs([_item(0)], ["positive"], [(5, 1)], 1.0).to_dict()
+    compare.write_json(tmp_path / "compare.json", meta, [ArmResult("majority", None, "ok", test=test)])
+    prev = compare.load_previous(tmp_path / "compare.json", meta)
+    assert [(r.arm, r.test["successes"]) for r in prev] == [("majority", 1)]
+    with pytest.raises(SystemExit, match="other splits"):
+        compare.load_previous(tmp_path / "compare.json", {**meta, "test_ids": ["it9"]})
+    assert compare.load_previous(tmp_path / "missing.json", meta) == []
+
+
+def test_majority_and_hand_fewshot_arms_with_a_test_double():
+    from benchmarks.peers import fewshot_arm
+
+    train = [_item(1, expected="negative", split="train"), _item(2, expected="negative", split="train"),
+             _item(3, expected="positive", split="train"), _item(4, task="prio", expected="low", split="train")]
+    test = [_item(5, expected="negative"), _item(6, expected="positive"), _item(7, task="prio", expected="low")]
+    assert fewshot_arm.majority_labels(train) == {"sentiment": "negative", "prio": "low"}
+    seed = Genome(role="You classify.")
+    ctx = ArmContext("support-desk", seed, train, [], test, FakeClient([]), seed=1)
+    maj = fewshot_arm.run_majority(ctx)  # no model call: FakeClient has no answers to give
+    assert maj.test["outcomes"] == [1, 0, 1] and maj.rollouts == 0
+    g = fewshot_arm.hand_fewshot_genome(seed, train, 2)
+    # k=2 per task, label-balanced (negative and positive for sentiment), tasks interleaved, stop newline
+    assert [e.output for e in g.examples] == ["low", "negative", "positive"]
+    assert g.params.stop == ("\n",) and g.example_format == "turns"
+    hand = fewshot_arm.run_hand_fewshot(ctx_with(ctx, FakeClient(["negative", "negative", "low"])), 2)
+    assert hand.arm == "hand_fewshot_k2" and hand.test["outcomes"] == [1, 0, 1]
+    assert hand.extra["test_calls"]["calls"] == 3 and hand.rollouts == 0
+
+
+def ctx_with(ctx: ArmContext, client) -> ArmContext:
+    from dataclasses import replace
+
+    return replace(ctx, client=client)
 
 
 @pytest.mark.slow

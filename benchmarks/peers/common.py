@@ -116,6 +116,8 @@ class TestEval:
     signatures: dict[str, int]
     model_ms: float
     examples: list[dict[str, str]] = field(default_factory=list)  # a few failures, for the report
+    outcomes: list[int] = field(default_factory=list)  # 1/0 per test item, in test order (paired statistics)
+    tokens_per_item: list[int] = field(default_factory=list)  # prompt + completion tokens per test item
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +173,8 @@ def evaluate_outputs(items: list[Item], outputs: list[str], tokens: list[tuple[i
         signatures=dict(Counter(r.signature for r in results).most_common()),
         model_ms=round(model_ms, 1),
         examples=failures[:5],
+        outcomes=[int(r.success) for r in results],
+        tokens_per_item=[int(p + c) for p, c in tokens],
     )
 
 
@@ -225,6 +229,7 @@ class ArmResult:
     wall_s: dict[str, float] = field(default_factory=dict)  # {"optimize": s, "test": s}
     final_prompt: Any = None  # what was evaluated on test (system text, genome dict, DSPy demos)
     extra: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # optimiser seed of a stochastic arm (None for deterministic arms)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -43,14 +43,47 @@ class _QuietLogger:
 
 
 def run(ctx: ArmContext, budget: int) -> ArmResult:
+    """The stock configuration: the agent's seed, every validation item, partial-credit score."""
+    return _run(ctx, budget, "gepa", ctx.seed_genome, list(ctx.validation), strict=False)
+
+
+def run_fair(ctx: ArmContext, budget: int) -> ArmResult:
+    """GEPA given a fair start: the seed is the hand few-shot prompt (k=2 turns per task, stop "\\n"),
+    GEPA optimises its system text on top of the turns; its valset is a stratified subsample the size
+    genepool validates on (``GenerationConfig.validation_items``), its score the strict success (0/1)."""
+    from benchmarks.peers.fewshot_arm import hand_fewshot_genome
+    from genepool.settings import GenerationConfig
+
+    seed = hand_fewshot_genome(ctx.seed_genome, ctx.train, 2)
+    n_val = GenerationConfig().validation_items
+    return _run(ctx, budget, "gepa-fair", seed, _stratified(ctx.validation, n_val, ctx.seed), strict=True)
+
+
+def _stratified(items, n: int, seed: int):
+    import random
+
+    rng = random.Random(seed)
+    by_task: dict[str, list] = {}
+    for it in sorted(items, key=lambda i: i.id):
+        by_task.setdefault(it.task, []).append(it)
+    for t in sorted(by_task):
+        rng.shuffle(by_task[t])
+    out, queues = [], [by_task[t] for t in sorted(by_task)]
+    while len(out) < min(n, len(items)):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
+def _run(ctx: ArmContext, budget: int, arm: str, seed, valset, strict: bool) -> ArmResult:
     try:
         import gepa
         from gepa.adapters.default_adapter.default_adapter import EvaluationResult
     except ImportError as exc:
-        return ArmResult("gepa", budget, "unavailable", error=f"{short_error(exc)}; run `make bench` to install it")
+        return ArmResult(arm, budget, "unavailable", error=f"{short_error(exc)}; run `make bench` to install it")
 
     llm = ctx.metered()
-    seed = ctx.seed_genome
     params = genome_params(seed)
     by_id = {it.id: it for it in [*ctx.train, *ctx.validation]}
     stats = {"reflection_errors": 0}
@@ -62,11 +95,14 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
     def task_lm(messages) -> str:
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
         full = system_with_turns(system, seed)(messages[-1]["content"])
+        # the custom part of the adapter: the seed's few-shot turns go between the system text GEPA
+        # optimises and the user input, with the seed's decoding params
         return llm.chat(full, params, purpose="gepa:task").text
 
     def evaluator(data, response: str):
         r = check(by_id[data["id"]], response)
-        return EvaluationResult(score=float(r.score), feedback=r.message, objective_scores=None)
+        score = float(r.success) if strict else float(r.score)
+        return EvaluationResult(score=score, feedback=r.message, objective_scores=None)
 
     def reflection_lm(prompt) -> str:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
@@ -87,7 +123,7 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
             result = gepa.optimize(
                 seed_candidate={"system_prompt": seed_system_text(seed)},
                 trainset=[to_inst(it) for it in ctx.train],
-                valset=[to_inst(it) for it in ctx.validation],
+                valset=[to_inst(it) for it in valset],
                 task_lm=task_lm,
                 evaluator=evaluator,
                 reflection_lm=reflection_lm,
@@ -100,15 +136,15 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
             )
     except Exception as exc:
         return ArmResult(
-            "gepa", budget, "failed", error=short_error(exc), optimize=llm.summary("optimize"), wall_s=sw.laps,
+            arm, budget, "failed", error=short_error(exc), optimize=llm.summary("optimize"), wall_s=sw.laps,
             extra={"log_tail": logger.lines[-20:]},
         )
 
     best_text = result.best_candidate["system_prompt"]
     with sw.lap("test"):
-        test = evaluate_messages(llm, ctx.test, system_with_turns(best_text, seed), params, "bench:gepa:test")
+        test = evaluate_messages(llm, ctx.test, system_with_turns(best_text, seed), params, f"bench:{arm}:test")
     return ArmResult(
-        arm="gepa",
+        arm=arm,
         budget=budget,
         status="ok",
         test=test.to_dict(),
@@ -125,5 +161,8 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
             "reflection_errors": stats["reflection_errors"],
             "log_tail": logger.lines[-8:],
             "test_calls": llm.summary("test"),
+            "valset_size": len(valset),
+            "score": "strict success (0/1)" if strict else "checker score (partial credit)",
+            "seed_examples": len(seed.examples),
         },
     )

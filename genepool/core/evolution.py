@@ -18,11 +18,11 @@ from typing import Any
 
 from deap import base
 
+from genepool.core import example_ops as xops
 from genepool.core import operators as ops
 from genepool.core.clustering import FailureCluster
 from genepool.core.genome import Genome
 from genepool.core.selection import ensure_creator
-from genepool.core.types import CandidateEval, ItemOutcome, TraceRow  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ DEFAULT_MUTATION_WEIGHTS: dict[str, float] = {
     "mine_examples": 3.0,
     "drop_example": 1.0,
     "mutate_params": 2.0,
+    # example-set search (genepool/core/example_ops.py) and decoding genes
+    "add_example": 2.0,
+    "swap_example": 3.0,
+    "drop_example_redundant": 1.0,
+    "reorder_example": 1.0,
+    "tune_decoding": 1.0,
 }
 
 
@@ -114,6 +120,12 @@ def make_toolbox(ctx: BreedContext) -> base.Toolbox:
     )
     tb.register("drop_example", ops.drop_example)
     tb.register("mutate_params", ops.mutate_params)
+    pool = xops.ExamplePool(ctx.labelled, ctx.successes, ctx.forbidden_inputs)
+    tb.register("add_example", xops.add_example, pool=pool, clusters=ctx.clusters, max_examples=ctx.max_examples)
+    tb.register("swap_example", xops.swap_example, pool=pool)
+    tb.register("drop_example_redundant", xops.drop_example_redundant, pool=pool)
+    tb.register("reorder_example", xops.reorder_example)
+    tb.register("tune_decoding", xops.tune_decoding)
     tb.register(
         "reflect", ops.reflect, clusters=ctx.clusters, llm=ctx.llm, partition_key=ctx.partition_key, notes=ctx.notes
     )

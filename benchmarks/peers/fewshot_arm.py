@@ -1,0 +1,90 @@
+"""The two controls every optimiser must clear (no rollouts):
+
+- ``majority``: for each task, the most frequent expected answer in the TRAIN split, answered for every
+  test item of that task with no model call (ties: the alphabetically first label). The floor any
+  classification prompt must clear; on tasks whose answers are unique (order numbers, JSON) it scores 0.
+- ``hand_fewshot_k{k}``: what a practitioner writes in five minutes: the agent's seed prompt plus ``k``
+  labelled train examples per task as user/assistant chat turns, decoding ``stop=["\\n"]``. Examples are
+  label-balanced (a label not yet shown for the task first) and, within a label, the shortest input;
+  tasks are interleaved so none sits only at the far end of the context. Deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+from benchmarks.peers.common import ArmContext, ArmResult, Stopwatch, evaluate_genome, evaluate_outputs
+from genepool.core.benchmark import Item
+from genepool.core.genome import Example, Genome, Params
+
+HAND_STOP = ("\n",)
+
+
+def majority_labels(train: Sequence[Item]) -> dict[str, str]:
+    """Most frequent expected answer per task in ``train`` (ties broken alphabetically)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for it in train:
+        counts[it.task][str(it.expected)] += 1
+    return {task: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for task, c in counts.items()}
+
+
+def hand_examples(train: Sequence[Item], k: int) -> tuple[Example, ...]:
+    """``k`` examples per task: label-balanced, shortest inputs first, tasks interleaved."""
+    if k < 1:
+        raise ValueError(f"k={k}: a few-shot prompt needs at least 1 example per task")
+    by_task: dict[str, list[Item]] = defaultdict(list)
+    for it in sorted(train, key=lambda i: (len(i.input), i.id)):
+        by_task[it.task].append(it)
+    chosen: dict[str, list[Item]] = {t: [] for t in by_task}
+    for _ in range(k):
+        for task in sorted(by_task):
+            shown = Counter(str(it.expected) for it in chosen[task])
+            pool = by_task[task]
+            if not pool:
+                continue
+            # the shortest item among the least-shown labels
+            pick = min(pool, key=lambda it: (shown[str(it.expected)], len(it.input), it.id))
+            pool.remove(pick)
+            chosen[task].append(pick)
+    out = []
+    for round_ in range(k):
+        for task in sorted(chosen):
+            if round_ < len(chosen[task]):
+                it = chosen[task][round_]
+                out.append(Example(it.input, str(it.expected)))
+    return tuple(out)
+
+
+def hand_fewshot_genome(seed: Genome, train: Sequence[Item], k: int) -> Genome:
+    p = seed.params
+    return seed.with_(
+        examples=hand_examples(train, k),
+        example_format="turns",
+        params=Params(temperature=0.0, max_tokens=p.max_tokens, stop=HAND_STOP),
+    )
+
+
+def run_majority(ctx: ArmContext) -> ArmResult:
+    sw = Stopwatch()
+    labels = majority_labels(ctx.train)
+    with sw.lap("test"):
+        outputs = [labels.get(it.task, "") for it in ctx.test]
+        test = evaluate_outputs(ctx.test, outputs, [(0, 0)] * len(ctx.test), 0.0)
+    return ArmResult(
+        arm="majority", budget=None, status="ok", test=test.to_dict(), optimize={"rollouts": 0, "calls": 0},
+        wall_s={"optimize": 0.0, **sw.laps}, final_prompt={"answers_per_task": labels},
+    )
+
+
+def run_hand_fewshot(ctx: ArmContext, k: int) -> ArmResult:
+    llm = ctx.metered()
+    sw = Stopwatch()
+    genome = hand_fewshot_genome(ctx.seed_genome, ctx.train, k)
+    with sw.lap("test"):
+        test = evaluate_genome(llm, ctx.test, genome, purpose=f"bench:hand_fewshot_k{k}:test")
+    return ArmResult(
+        arm=f"hand_fewshot_k{k}", budget=None, status="ok", test=test.to_dict(), optimize=llm.summary("optimize"),
+        wall_s={"optimize": 0.0, **sw.laps}, final_prompt=genome.to_dict(),
+        extra={"examples": len(genome.examples), "test_calls": llm.summary("test")},
+    )

@@ -1,0 +1,93 @@
+"""Example-set operators (genepool/core/example_ops.py) and their registration in the breeder."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from genepool.core import example_ops as xo
+from genepool.core.benchmark import Item
+from genepool.core.clustering import FailureCluster
+from genepool.core.evolution import BreedContext, breed, generation_rng
+from genepool.core.genome import Example, Genome, Params
+
+
+def item(i: int, task: str, label: str, split: str = "train") -> Item:
+    return Item(f"{task}{i}", f"{task} question {i}", label, "exact_label", split, task, {"labels": ["a", "b"]})
+
+
+TRAIN = [item(i, "sent", "pos" if i < 6 else "neg") for i in range(8)] + [
+    item(i, "prio", "low" if i % 2 else "high") for i in range(6)
+]
+HELDOUT = [item(99, "sent", "pos", split="test")]
+POOL = xo.ExamplePool(labelled=TRAIN + HELDOUT, forbidden_inputs={"sent question 0"})
+SEED = Genome(role="You classify.", examples=(Example("sent question 1", "pos"),))
+
+
+def cluster(task: str, count: int) -> FailureCluster:
+    return FailureCluster(f"{task}:x", task, 1.0, count, (), (), (task,), "hint")
+
+
+def test_pool_keeps_train_only_and_drops_forbidden_inputs():
+    inputs = {e.example.input for e in POOL.entries}
+    assert "sent question 99" not in inputs  # test split
+    assert "sent question 0" not in inputs  # forbidden (held out)
+    assert len(POOL) == 13 and POOL.tasks() == ["prio", "sent"]
+    boot = xo.ExamplePool(successes=[{"input": "sent question 3", "output": "pos", "task": "sent", "success": True},
+                                     {"input": "sent question 4", "output": "bad", "task": "sent", "success": False}])
+    assert [(e.source, e.example.output) for e in boot.entries] == [("bootstrapped", "pos")]
+
+
+def test_add_example_is_label_balanced_and_follows_failures():
+    rng = random.Random(0)
+    g = SEED
+    for _ in range(4):  # failures only in "sent": with weights 1 vs 1+50 almost always sent
+        g = xo.add_example(g, rng, POOL, clusters=[cluster("sent", 50)], max_examples=10)
+    tasks = Counter(POOL.task_of(e) for e in g.examples)
+    labels = Counter(e.output for e in g.examples if POOL.task_of(e) == "sent")
+    assert tasks["sent"] >= 4
+    assert abs(labels["pos"] - labels["neg"]) <= 1  # balanced although the pool has 5 pos and 2 neg
+    assert len({e.input for e in g.examples}) == len(g.examples)  # no duplicate
+    full = g.with_(examples=g.examples[:2])
+    assert xo.add_example(full, rng, POOL, max_examples=2) == full  # at the cap: unchanged
+
+
+def test_swap_replaces_within_the_task_with_the_rarer_label():
+    g = SEED.with_(examples=(Example("sent question 1", "pos"), Example("sent question 2", "pos")))
+    child = xo.swap_example(g, random.Random(1), POOL)
+    assert len(child.examples) == 2 and child != g
+    assert all(POOL.task_of(e) == "sent" for e in child.examples)
+    assert Counter(e.output for e in child.examples) == {"pos": 1, "neg": 1}
+
+
+def test_drop_redundant_and_reorder():
+    g = SEED.with_(examples=(Example("sent question 1", "pos"), Example("sent question 2", "pos"),
+                             Example("sent question 6", "neg"), Example("prio question 1", "low")))
+    child = xo.drop_example_redundant(g, random.Random(0), POOL)
+    assert len(child.examples) == 3 and Counter(e.output for e in child.examples)["pos"] == 1
+    assert any(POOL.task_of(e) == "prio" for e in child.examples)  # the only prio example stays
+    single = SEED.with_(examples=(Example("prio question 1", "low"),))
+    assert xo.drop_example_redundant(single, random.Random(0), POOL) == single
+    moved = xo.reorder_example(g, random.Random(2))
+    assert moved != g and sorted(moved.examples, key=lambda e: e.input) == sorted(g.examples, key=lambda e: e.input)
+    assert xo.reorder_example(single, random.Random(0)) == single
+
+
+def test_tune_decoding_sets_newline_stop_or_fits_max_tokens():
+    g = SEED.with_(params=Params(0.0, 48, ()))
+    seen = {xo.tune_decoding(g, random.Random(s)).params for s in range(10)}
+    assert Params(0.0, 48, ("\n",)) in seen and Params(0.0, 8, ()) in seen
+    done = g.with_(params=Params(0.0, 8, ("\n",)))
+    assert xo.tune_decoding(done, random.Random(0)) == done
+
+
+def test_breeder_uses_the_example_operators_deterministically():
+    ctx = dict(labelled=TRAIN, clusters=[cluster("prio", 3)], max_examples=6, cx_prob=0.0, mut_prob=1.0,
+               mutation_weights={"add_example": 1.0, "swap_example": 1.0, "reorder_example": 1.0,
+                                 "drop_example_redundant": 1.0, "tune_decoding": 1.0})
+    parents = [SEED.with_(examples=(Example("sent question 1", "pos"), Example("prio question 1", "low")))]
+    kids = breed(parents, 6, generation_rng(7, "a", 1), BreedContext(**ctx))
+    again = breed(parents, 6, generation_rng(7, "a", 1), BreedContext(**ctx))
+    assert [k.genome for k in kids] == [k.genome for k in again]
+    assert {k.operator for k in kids} <= set(ctx["mutation_weights"]) and len({k.operator for k in kids}) >= 3
+    assert all(e.input not in {"sent question 99"} for k in kids for e in k.genome.examples)
