@@ -1,7 +1,8 @@
 """The `genepool` command line.
 
     genepool demo [--agent support-desk]      # start PostgreSQL, run the next generation, print a summary
-    genepool run --agent critic [--generation N]
+    genepool run --agent critic [--generation N] [--submit [--wait]]
+    genepool worker [--name N] [--queue Q]   # a Celery run worker (GENEPOOL_RUN_LAUNCHER=celery)
     genepool prompts [--agent A] [--state candidate]
     genepool lineage PROMPT_ID
     genepool approve PROMPT_ID --by NAME --reason TEXT
@@ -31,22 +32,22 @@ def _db():
 
 
 def write_dagster_yaml() -> Path:
-    """DAGSTER_HOME/dagster.yaml with run, event log and schedule storage on the same PostgreSQL."""
+    """DAGSTER_HOME/dagster.yaml: run, event log and schedule storage on the same PostgreSQL, the queued run
+    coordinator (one generation per agent type at a time), run monitoring and the run launcher
+    (see orchestration/queue.py)."""
     from genepool.db import resolve_urls
+    from orchestration.queue import launcher_kind, require_shared_database
 
+    if launcher_kind() != "default":  # checked before anything could start an embedded server
+        require_shared_database(f"GENEPOOL_RUN_LAUNCHER={launcher_kind()}")
     home = dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     url = resolve_urls().dagster
     scheme, rest = url.split("://", 1)
     url = "postgresql+psycopg2://" + rest  # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3
-    text = (
-        "# Written by `genepool dagster-home`: Dagster's instance storage on genepool's PostgreSQL.\n"
-        "storage:\n"
-        "  postgres:\n"
-        f"    postgres_url: \"{url}\"\n"
-        "telemetry:\n"
-        "  enabled: false\n"
-    )
+    from orchestration.queue import dagster_yaml
+
+    text = dagster_yaml(url)  # storage, run queue (per-agent limit), run monitoring, run launcher
     path = home / "dagster.yaml"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -60,11 +61,16 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _partition_to_run(instance, agent: str, generation: int | None) -> str:
-    """The requested generation, else an unfinished latest one (resume), else the next one."""
+def _partition_to_run(instance, agent: str, generation: int | None, queued_is_taken: bool = False) -> str:
+    """The requested generation, else an unfinished latest one (resume), else the next one. With
+    ``queued_is_taken`` a latest generation that is queued or running counts as taken (submit the next one:
+    the run queue starts it after that one)."""
     import dagster as dg
 
     from assets.partitions import GENERATIONS, generations_of, next_partition_key, partition_key
+
+    _ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                        dg.DagsterRunStatus.STARTED]
 
     keys = instance.get_dynamic_partitions(GENERATIONS)
     if generation is not None:
@@ -77,7 +83,9 @@ def _partition_to_run(instance, agent: str, generation: int | None) -> str:
             mats = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey("promoted_prompts"), asset_partitions=[latest]), limit=1
             ).records
-            if not mats:
+            active = queued_is_taken and instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/partition": latest}, statuses=_ACTIVE_STATUSES), limit=1)
+            if not mats and not active:
                 key = latest  # the latest generation did not finish: resume it (served from the cache)
     if key not in keys:
         instance.add_dynamic_partitions(GENERATIONS, [key])
@@ -140,6 +148,53 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
         timings["dbt_metrics"] = time.perf_counter() - t0
         out["metrics_ok"] = m.success
     out["timings"] = timings
+    return out
+
+
+def submit_generation(agent: str, generation: int | None = None, wait: bool = False, timeout_s: float = 86400) -> dict:
+    """Submit one generation partition to the instance's run queue (``dagster job launch``) instead of
+    materialising it here: the daemon dequeues it (one generation per agent type at a time) and the run launcher
+    starts it, e.g. on a Celery worker. The registry assets are materialised here first (a few queries)."""
+    import subprocess
+    import uuid
+
+    import dagster as dg
+
+    from genepool.dbt_project import prepare_manifest
+    from orchestration.queue import run_tags
+
+    prepare_manifest()
+    from orchestration import definitions as d
+
+    instance = _instance()
+    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("GENEPOOL_LOG_LEVEL", "WARNING")}}}}
+    if not dg.materialize(d.registry_assets, instance=instance, resources=d.default_resources(), run_config=quiet,
+                          tags={"genepool/trigger": "cli"}).success:
+        raise SystemExit("materialising prompt_registry/benchmark failed; see `dagster dev` for the run")
+    key = _partition_to_run(instance, agent, generation, queued_is_taken=True)
+    run_id = str(uuid.uuid4())
+    workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
+    cmd = [str(Path(sys.executable).with_name("dagster")), "job", "launch", "-w", str(workspace),
+           "-j", "generation_job", "--run-id", run_id, "--tags", json.dumps(run_tags(key, "cli"))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workspace.parent, env=os.environ.copy())
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise SystemExit(f"submitting {key} failed: {tail[0]}")
+    print(f"submitted generation {key} as run {run_id} (queued; `genepool worker` machines run it)", flush=True)
+    out = {"partition_key": key, "run_id": run_id}
+    if wait:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.is_finished:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"run {run_id} of {key} did not finish within {timeout_s:.0f}s")
+            time.sleep(2)
+        out["status"] = run.status.value
+        print(f"run {run_id} of {key}: {run.status.value}", flush=True)
+        if run.status != dg.DagsterRunStatus.SUCCESS:
+            raise SystemExit(f"generation {key} ended {run.status.value} (run {run_id})")
     return out
 
 
@@ -230,7 +285,23 @@ def cmd_demo(args) -> None:
 
 
 def cmd_run(args) -> None:
+    if getattr(args, "submit", False):
+        submit_generation(args.agent, args.generation, wait=args.wait)
+        return
     cmd_demo(args)
+
+
+def cmd_worker(args) -> None:
+    """A Celery run worker for the CeleryRunLauncher (the machine needs GENEPOOL_DATABASE_URL and the broker)."""
+    from orchestration.queue import celery_settings, require_shared_database
+
+    require_shared_database("genepool worker")
+    celery_settings()  # one clear line if the broker or backend is missing
+    celery = Path(sys.executable).with_name("celery")
+    argv = [str(celery), "-A", "orchestration.worker", "worker", "--prefetch-multiplier=1", "-c", str(args.concurrency),
+            "-Q", ",".join(["dagster", *args.queue]), "-n", args.name, "--loglevel", args.loglevel]
+    os.chdir(Path(__file__).resolve().parents[1])
+    os.execv(argv[0], argv)
 
 
 def cmd_prompts(args) -> None:
@@ -308,7 +379,17 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--agent", default=DEFAULT_AGENT)
         s.add_argument("--generation", type=int)
         s.add_argument("--no-metrics", action="store_true", help="skip the dbt metrics refresh")
+        if name == "run":
+            s.add_argument("--submit", action="store_true",
+                           help="submit to the run queue (daemon + run launcher) instead of running here")
+            s.add_argument("--wait", action="store_true", help="with --submit: wait for the run and fail if it fails")
         s.set_defaults(fn=fn)
+    s = sub.add_parser("worker", help="a Celery run worker (GENEPOOL_RUN_LAUNCHER=celery; see README)")
+    s.add_argument("--name", default="genepool@%h", help="Celery node name (default genepool@HOSTNAME)")
+    s.add_argument("--concurrency", type=int, default=1, help="runs at once on this machine (default 1)")
+    s.add_argument("--queue", action="append", default=[], help="an extra queue to listen on (besides 'dagster')")
+    s.add_argument("--loglevel", default="INFO")
+    s.set_defaults(fn=cmd_worker)
     s = sub.add_parser("prompts", help="list prompts with their lifecycle state")
     s.add_argument("--agent")
     s.add_argument("--state")
