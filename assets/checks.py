@@ -7,7 +7,7 @@ import psycopg
 
 from genepool.core.trace_schema import TRACE_COLUMNS, TraceSchema
 from assets.partitions import parse_partition_key
-from genepool.pipeline import generation_spend
+from genepool.store import generation_spend
 from resources import OptimizerResource, PostgresResource
 
 
@@ -78,8 +78,7 @@ def budget_not_exceeded(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource, optimizer: OptimizerResource
 ) -> dg.AssetCheckResult:
     key = _partition(context)
-    spend = generation_spend(postgres.database(), key)
-    used = sum(v["rollouts"] for k, v in spend.items() if k != "test_report")
+    used = generation_spend(postgres.database(), key).rollouts
     limit = optimizer.max_rollouts
     return dg.AssetCheckResult(passed=used <= limit, metadata={"rollouts": used, "max_rollouts": limit})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.partitions import parse_partition_key
-from genepool.pipeline import Generation
+from genepool.steps import Generation
 from resources import LLMResource, OptimizerResource, PostgresResource
 
 GROUP = "generation"
@@ -18,10 +18,12 @@ def generation_for(
     optimizer: OptimizerResource,
     reflection_llm: LLMResource | None = None,
 ) -> Generation:
+    """The partition's ``Generation`` (writes nothing; the traces asset registers it)."""
     agent_type, number = parse_partition_key(context.partition_key)
     db = postgres.database()
-    reflect = reflection_llm.client(db) if (reflection_llm is not None and optimizer.use_reflection_model) else None
-    return Generation(db, llm.client(db), agent_type, number, optimizer.config(), reflection_llm=reflect)
+    config = optimizer.config()
+    reflect = reflection_llm.client(db) if (reflection_llm is not None and config.n_reflect > 0) else None
+    return Generation(db, llm.client(db), agent_type, number, config, reflection_llm=reflect)
 
 
 def md_table(rows: list[dict], columns: list[str]) -> str:

@@ -1,11 +1,10 @@
 """promoted_prompts: front members that beat production become `candidate`; a person approves one."""
 
-
 import dagster as dg
 
 from assets.common import GROUP, generation_for, md_table
 from assets.partitions import generations_partitions
-from genepool.pipeline import promote
+from genepool.steps import Front, Promotion, promote
 from resources import LLMResource, OptimizerResource, PostgresResource
 
 
@@ -21,24 +20,28 @@ def promoted_prompts(
     postgres: PostgresResource,
     llm: LLMResource,
     optimizer: OptimizerResource,
-    pareto_front: dict,
-) -> dg.Output[dict]:
+    pareto_front: Front,
+) -> dg.Output[Promotion]:
     gen = generation_for(context, postgres, llm, optimizer)
     out = promote(gen, pareto_front)
     rows = []
-    for p in out["promoted"]:
-        rec = gen.registry.get(p["prompt_id"])
-        rows.append({"prompt": p["prompt_id"], "version": p["version"], "parents": ", ".join(rec.parent_ids),
-                     "experiment": rec.experiment_id, "val success": f"{p['validation']['success']:.2f}",
-                     "tokens": f"{p['validation']['avg_tokens']:.0f}"})
-    test = out["test"]
+    for p in out.promoted:
+        rec = gen.registry.get(p.prompt_id)
+        v = p.validation
+        rows.append({"prompt": p.prompt_id, "version": p.version, "parents": ", ".join(rec.parent_ids),
+                     "experiment": rec.experiment_id, "val success": f"{v.success:.2f}" if v else "-",
+                     "tokens": f"{v.avg_tokens:.0f}" if v else "-"})
     meta = {
-        "promoted": dg.MetadataValue.md(md_table(rows, ["prompt", "version", "parents", "experiment", "val success", "tokens"])),
-        "n_promoted": dg.MetadataValue.int(len(out["promoted"])),
-        "production_validation_success": dg.MetadataValue.float((out["production_validation"] or {}).get("success", 0.0)),
+        "promoted": dg.MetadataValue.md(md_table(rows, ["prompt", "version", "parents", "experiment", "val success",
+                                                        "tokens"])),
+        "n_promoted": dg.MetadataValue.int(len(out.promoted)),
+        "production_validation_success": dg.MetadataValue.float(
+            out.production_validation.success if out.production_validation else 0.0),
     }
-    if out["production_id"] in test:
-        meta["production_test_success"] = dg.MetadataValue.float(test[out["production_id"]]["success"])
-    if out["promoted"] and out["promoted"][0]["prompt_id"] in test:
-        meta["best_candidate_test_success"] = dg.MetadataValue.float(test[out["promoted"][0]["prompt_id"]]["success"])
+    if out.production_id in out.test:
+        meta["production_test_success"] = dg.MetadataValue.float(out.test[out.production_id].success)
+    if out.best is not None and out.best.prompt_id in out.test:
+        meta["best_candidate_test_success"] = dg.MetadataValue.float(out.test[out.best.prompt_id].success)
+    if out.report_skipped:
+        meta["report_skipped_for_budget"] = dg.MetadataValue.int(len(out.report_skipped))
     return dg.Output(out, metadata=meta)

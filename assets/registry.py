@@ -4,7 +4,8 @@
 import dagster as dg
 
 from genepool.agents import all_agents, load_agent_benchmark
-from genepool.pipeline import ensure_agent, ensure_production
+from genepool.steps import ensure_production
+from genepool.store import ensure_agent
 from resources import PostgresResource
 
 

@@ -1,13 +1,12 @@
 """traces -> failure_clusters: what the production prompt does, and how it fails."""
 
-
 import dagster as dg
-import pandas as pd
 
 from assets.common import GROUP, generation_for, md_table
 from assets.partitions import generations_partitions
-from genepool.pipeline import collect_traces, find_failure_clusters
+from genepool import store
 from genepool.core.trace_schema import store_traces
+from genepool.steps import FailureClusters, TraceSet, collect_traces, find_failure_clusters
 from resources import LLMResource, OptimizerResource, PostgresResource
 from resources.langfuse import LangfuseResource
 
@@ -25,30 +24,23 @@ def traces(
     llm: LLMResource,
     optimizer: OptimizerResource,
     langfuse: LangfuseResource,
-) -> dg.Output[pd.DataFrame]:
+) -> dg.Output[TraceSet]:
     gen = generation_for(context, postgres, llm, optimizer)
     ingested = 0
     if langfuse.enabled:  # production traces of the agent from Langfuse, same pandera schema
-        last = gen.db.fetchone(
-            "SELECT max(created_at) AS t FROM genepool.traces WHERE agent_type = %s AND source = 'langfuse'",
-            (gen.agent_type,),
-        )["t"]
+        last = store.last_trace_time(gen.db, gen.agent_type, "langfuse")
         external = langfuse.fetch_traces(gen.agent_type, since=last, db=gen.db, partition_key=gen.key)
         ingested = store_traces(gen.db, external, gen.key)
-    df = collect_traces(gen)
-    success = float(df["success"].mean()) if len(df) else 0.0
-    quarantined = gen.db.fetchone(
-        "SELECT count(*) AS n FROM genepool.trace_quarantine WHERE partition_key = %s", (gen.key,)
-    )["n"]
+    ts = collect_traces(gen)
     return dg.Output(
-        df,
+        ts,
         metadata={
-            "rows": len(df),
-            "success_rate": dg.MetadataValue.float(success),
-            "avg_tokens": dg.MetadataValue.float(float((df["prompt_tokens"] + df["completion_tokens"]).mean()) if len(df) else 0.0),
-            "quarantined": dg.MetadataValue.int(int(quarantined)),
+            "rows": len(ts),
+            "success_rate": dg.MetadataValue.float(ts.success_rate),
+            "avg_tokens": dg.MetadataValue.float(ts.avg_tokens),
+            "quarantined": dg.MetadataValue.int(store.quarantined_count(gen.db, gen.key)),
             "langfuse_ingested": dg.MetadataValue.int(int(ingested)),
-            "prompt_id": dg.MetadataValue.text(str(df["prompt_id"].iloc[0]) if len(df) else ""),
+            "prompt_id": dg.MetadataValue.text(ts.production_id),
         },
     )
 
@@ -58,15 +50,13 @@ def traces(
     group_name=GROUP,
     description="Failed traces grouped into named failure modes with their share of failures.",
 )
-def failure_clusters(traces: pd.DataFrame) -> dg.Output[list[dict]]:
+def failure_clusters(traces: TraceSet) -> dg.Output[FailureClusters]:
     clusters = find_failure_clusters(traces)
-    rows = [
-        {"share": f"{c['share']:.0%}", "name": c["name"], "count": c["count"], "hint": c["hint"]} for c in clusters
-    ]
+    rows = [{"share": f"{c.share:.0%}", "name": c.name, "count": c.count, "hint": c.hint} for c in clusters.clusters]
     return dg.Output(
         clusters,
         metadata={
             "clusters": dg.MetadataValue.md(md_table(rows, ["share", "name", "count", "hint"])),
-            "failures": dg.MetadataValue.int(sum(c["count"] for c in clusters)),
+            "failures": dg.MetadataValue.int(clusters.failures),
         },
     )

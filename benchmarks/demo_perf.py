@@ -9,6 +9,7 @@ share of the generation's wall time), LLM call counts, peak RSS, and the warm re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -16,7 +17,7 @@ import resource
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 OUT = Path(__file__).with_name("demo_perf.json")
@@ -50,9 +51,9 @@ def measure(keep: bool = False) -> dict:
     os.environ["GENEPOOL_DATA_DIR"] = str(data)
     os.environ["DAGSTER_HOME"] = str(data / "dagster_home")
     os.environ.pop("GENEPOOL_DATABASE_URL", None)
+    from genepool.db import Database, stop_embedded
     from orchestration.cli import _instance, run_generation_in_dagster
     from orchestration.definitions import optimizer_from_env
-    from genepool.db import Database, stop_embedded
 
     try:
         db = Database.from_env()
@@ -77,11 +78,11 @@ def measure(keep: bool = False) -> dict:
                 "steps": {s: {"wall_s": steps.get(s), **llm.get(s, {"calls": 0, "uncached": 0, "llm_s": 0.0})}
                           for s in ["traces", "failure_clusters", "mutated_population", "experiment_results",
                                     "pareto_front", "promoted_prompts"]},
-                "promoted": [p["prompt_id"] for p in out["promoted"]["promoted"]],
-                "test": out["promoted"]["test"],
+                "promoted": [p.prompt_id for p in out["promoted"].promoted],
+                "test": {pid: dataclasses.asdict(t) for pid, t in out["promoted"].test.items()},
             }
         return {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "model": "SmolLM2-135M-Instruct Q4_1 (llama.cpp, greedy)",
             "config": optimizer_from_env().config().to_dict(),

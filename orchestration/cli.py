@@ -198,15 +198,15 @@ def submit_generation(agent: str, generation: int | None = None, wait: bool = Fa
     return out
 
 
-def _fmt(v: dict | None) -> tuple[str, str, str]:
-    if not v:
+def _fmt(v) -> tuple[str, str, str]:  # genepool.steps.Scores or None
+    if v is None:
         return ("-", "-", "-")
-    return (f"{v['success']:.1%}", f"{v['avg_tokens']:.0f}", f"{v['avg_latency_ms']:.0f}")
+    return (f"{v.success:.1%}", f"{v.avg_tokens:.0f}", f"{v.avg_latency_ms:.0f}")
 
 
 def print_summary(out: dict, db, wall: float) -> None:
-    from genepool.pipeline import generation_spend
     from genepool.registry import PromptRegistry
+    from genepool.store import generation_spend
 
     reg = PromptRegistry(db)
     key = out["partition_key"]
@@ -215,60 +215,57 @@ def print_summary(out: dict, db, wall: float) -> None:
     print(f"genepool · generation {key} · run {out['run_id']}")
     print("=" * 96)
     print("Failure modes of the production prompt (train sample):")
-    for c in out["clusters"][:6]:
-        print(f"  {c['share']:>5.0%}  {c['name']}")
-    pop = out["population"]["children"]
-    print(f"Children: {sum(c['status'] == 'accepted' for c in pop)} accepted, "
-          f"{sum(c['status'] == 'rejected' for c in pop)} rejected "
-          f"({', '.join(sorted({c['operator'] for c in pop}))})")
+    for c in out["clusters"].clusters[:6]:
+        print(f"  {c.share:>5.0%}  {c.name}")
+    pop = out["population"].children
+    print(f"Children: {sum(c.accepted for c in pop)} accepted, "
+          f"{sum(not c.accepted for c in pop)} rejected "
+          f"({', '.join(sorted({c.operator for c in pop}))})")
     print()
     hdr = f"{'prompt':<22}{'version':<9}{'role':<14}{'screen succ':>12}{'val succ':>10}{'tokens/item':>12}{'latency ms':>11}"
     print(hdr)
     print("-" * len(hdr))
-    base = front["baseline"]
-    pv = _fmt(base.get("validation"))
-    ps = _fmt(base.get("screen"))
-    print(f"{front['production_id']:<22}{reg.get(front['production_id']).version:<9}{'production':<14}"
+    pv = _fmt(front.baseline_validation)
+    ps = _fmt(front.baseline_screen)
+    print(f"{front.production_id:<22}{reg.get(front.production_id).version:<9}{'production':<14}"
           f"{ps[0]:>12}{pv[0]:>10}{pv[1]:>12}{pv[2]:>11}")
-    for m in front["members"]:
-        if m["prompt_id"] == front["production_id"]:
+    for m in front.members:
+        if m.prompt_id == front.production_id:
             continue
-        role = "front" if m["on_front"] else "survivor"
-        if any(p["prompt_id"] == m["prompt_id"] for p in promoted["promoted"]):
+        role = "front" if m.on_front else "survivor"
+        if any(p.prompt_id == m.prompt_id for p in promoted.promoted):
             role += "+cand"
-        v = _fmt(m["validation"])
-        s = _fmt(m["screen"])
-        print(f"{m['prompt_id']:<22}{m['version']:<9}{role:<14}{s[0]:>12}{v[0]:>10}"
-              f"{(v[1] if m['validation'] else s[1]):>12}{(v[2] if m['validation'] else s[2]):>11}")
+        v = _fmt(m.validation)
+        s = _fmt(m.screen)
+        print(f"{m.prompt_id:<22}{m.version:<9}{role:<14}{s[0]:>12}{v[0]:>10}"
+              f"{(v[1] if m.validation else s[1]):>12}{(v[2] if m.validation else s[2]):>11}")
     print()
-    if promoted["promoted"]:
-        best = promoted["promoted"][0]
-        print(f"Proposed for promotion (state 'candidate'): {', '.join(p['prompt_id'] for p in promoted['promoted'])}")
-        rec = reg.get(best["prompt_id"])
+    if promoted.promoted:
+        best = promoted.promoted[0]
+        print(f"Proposed for promotion (state 'candidate'): {', '.join(p.prompt_id for p in promoted.promoted)}")
+        rec = reg.get(best.prompt_id)
         print(f"  best: {rec.id} v{rec.version} via {rec.operator}, parents {', '.join(rec.parent_ids)}")
         g = rec.genome
         print(f"        {len(g.instructions)} rules, {len(g.examples)} few-shot turns ({g.example_format}), "
               f"max_tokens={g.params.max_tokens}, stop={list(g.params.stop)}")
     else:
         print("No front member beat production on validation this generation (nothing proposed).")
-    if promoted["test"]:
+    if promoted.test:
         print("Held-out test split (never used for selection):")
-        for pid, t in promoted["test"].items():
-            print(f"  {pid}: success {t['success']:.1%} on {t['items']} items, {t['avg_tokens']:.0f} tokens/item")
+        for pid, t in promoted.test.items():
+            print(f"  {pid}: success {t.success:.1%} on {t.items} items, {t.avg_tokens:.0f} tokens/item")
     spend = generation_spend(db, key)
-    rollouts = sum(v["rollouts"] for k, v in spend.items() if k != "test_report")
-    calls = sum(v["llm_calls"] for v in spend.values())
     from orchestration.definitions import optimizer_from_env
 
-    print(f"Budget: {rollouts} of {optimizer_from_env().max_rollouts} rollouts"
-          f"; new LLM calls this run: {calls}; wall time {wall:.0f} s; peak RSS "
+    print(f"Budget: {spend.rollouts} of {optimizer_from_env().max_rollouts} rollouts"
+          f"; new LLM calls (every run of {key}): {spend.llm_calls}; wall time {wall:.0f} s; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print()
     if out.get("metrics_ok") is False:
         print("The dbt metrics refresh failed: open its run with `make dev` (the generation itself is stored).")
     print("Next:")
-    if promoted["promoted"]:
-        print(f"  genepool approve {promoted['promoted'][0]['prompt_id']} --by YOUR_NAME --reason '...'")
+    if promoted.promoted:
+        print(f"  genepool approve {promoted.promoted[0].prompt_id} --by YOUR_NAME --reason '...'")
     print("  genepool web                      # approval page: scores, diff, Pareto plot, Approve/Reject")
     print("  make dev                          # dagster dev: asset graph, runs, metadata, sensors")
     print("  make demo                         # the next generation")

@@ -1,7 +1,8 @@
 import pytest
 
-from genepool.core.budget import Budget, BudgetExceeded, BudgetTracker, check_daily_cap, should_stop, spent_today
+from genepool.core.budget import Budget, BudgetExceeded, BudgetTracker
 from genepool.llm import Completion
+from genepool.store import check_daily_cap, spent_today
 
 
 def _c(p=10, c=5, usd=0.0, cached=False):
@@ -78,12 +79,3 @@ def test_spent_today_and_daily_cap(db):
     with pytest.raises(BudgetExceeded, match="max_usd_per_day"):
         check_daily_cap(db, 1.5)
     assert check_daily_cap(db, None) == pytest.approx(1.75)
-
-
-def test_should_stop_on_no_improvement():
-    assert not should_stop([0.1, 0.2], patience=2, min_delta=0.0)  # too short to judge
-    assert should_stop([0.1, 0.5, 0.5, 0.5], patience=2, min_delta=0.0)
-    assert not should_stop([0.1, 0.5, 0.5, 0.6], patience=2, min_delta=0.05)
-    assert should_stop([0.1, 0.5, 0.5, 0.52], patience=2, min_delta=0.05)
-    with pytest.raises(ValueError, match="patience"):
-        should_stop([1.0], patience=0)

@@ -1,6 +1,6 @@
 import pytest
 
-from genepool.core.clustering import cluster_failures, describe_clusters, describe_signature
+from genepool.core.clustering import cluster_failures, describe_signature
 
 
 def _fail(i, task, sig, msg="m"):
@@ -40,16 +40,6 @@ def test_signature_with_detail_and_unknown_signature():
     assert "order_id" in text and '"order_id"' in hint
     text, hint = describe_signature("weird_failure")
     assert text == "weird failure" and hint
-
-
-def test_describe_clusters_lines():
-    failed = [_fail(i, "sentiment", "label_with_extra_text") for i in range(3)] + [
-        _fail(9 + i, "extract", "no_number") for i in range(17)
-    ]
-    text = describe_clusters(cluster_failures(failed, 20))
-    lines = text.splitlines()
-    assert lines[0] == "85% of failures: extract: no number in the answer (17 failures, 3 examples)"
-    assert lines[1] == "15% of failures: sentiment: right label but extra text around it (3 failures, 3 examples)"
 
 
 def test_cluster_round_trips_through_a_dict():

@@ -3,15 +3,16 @@ the real SmolLM2-135M model through llama.cpp, and Dagster materialising one gen
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import dagster as dg
 import pytest
 
 from assets.partitions import GENERATIONS
+from genepool.db import Database
 from resources import LLMResource, OptimizerResource, PostgresResource
 from resources.langfuse import LangfuseResource
-from genepool.db import Database
 
 SMALL = dict(trace_items=8, population_size=3, n_targets=3, n_controls=2, validate_top=1, validation_items=4,
              test_items=3, max_rollouts=40)
@@ -33,6 +34,10 @@ def _resources(db_url: str) -> dict:
         "optimizer": OptimizerResource(**SMALL),
         "langfuse": LangfuseResource(public_key_env="GENEPOOL_TEST_UNSET_LF_PK", secret_key_env="GENEPOOL_TEST_UNSET_LF_SK"),
     }
+
+
+def _canon(value) -> str:
+    return json.dumps(dataclasses.asdict(value), sort_keys=True, default=str)
 
 
 def _materialize(instance, db_url, key):
@@ -86,8 +91,8 @@ def test_one_generation_on_real_model_then_warm_rerun_is_identical_and_free(inst
     res2 = _materialize(instance, db_url, key)
     assert res2.success
     pop2, front2 = res2.output_for_node("mutated_population"), res2.output_for_node("pareto_front")
-    assert json.dumps(pop1, sort_keys=True) == json.dumps(pop2, sort_keys=True)
-    assert json.dumps(front1, sort_keys=True) == json.dumps(front2, sort_keys=True)
+    assert _canon(pop1) == _canon(pop2)
+    assert _canon(front1) == _canon(front2)
     assert db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE NOT cached")["n"] == calls_before
 
 
@@ -101,8 +106,8 @@ def test_second_generation_partition_runs_with_its_checks(instance, db_url):
     assert checks == {"traces_schema": True, "budget_not_exceeded": True, "front_not_empty": checks["front_not_empty"],
                       "promoted_no_control_regression": True}
     db = Database(db_url)
-    parents = res.output_for_node("mutated_population")["parents"]
+    parents = res.output_for_node("mutated_population").parents
     g1_front = {r["prompt_id"] for r in db.fetchall(
         "SELECT prompt_id FROM genepool.front_members WHERE experiment_id = 'support-desk/g0001'"
         " AND (success_rate > 0 OR screen_success > 0)")}
-    assert {p["prompt_id"] for p in parents[1:]} <= g1_front
+    assert {p.prompt_id for p in parents[1:]} <= g1_front

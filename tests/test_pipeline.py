@@ -1,4 +1,4 @@
-"""Behaviour of the generation pipeline (genepool.pipeline) on a real PostgreSQL, with TEST DOUBLE models.
+"""Behaviour of the generation steps (genepool.steps) on a real PostgreSQL, with TEST DOUBLE models.
 
 The task model here is never the real SmolLM2: every provider below is a deterministic, instant test
 double (named ``...FakeModel``) that answers from the benchmark's expected answers according to a
@@ -10,28 +10,30 @@ by tests/test_e2e_generation.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 
 import pytest
 
-import genepool.pipeline as pipeline
+import genepool.steps.population as population_step
 from genepool.agents import load_agent_benchmark
 from genepool.core.evolution import Child
 from genepool.core.genome import Genome
-from genepool.pipeline import (
+from genepool.db import Database, migrate
+from genepool.llm import LLMClient, LLMError, RawCompletion
+from genepool.registry import PromptRegistry
+from genepool.settings import GenerationConfig
+from genepool.steps import (
     Generation,
-    GenerationConfig,
     collect_traces,
     find_failure_clusters,
     mutate_population,
+    optimize,
     run_experiments,
     run_generation,
     select_front,
 )
-from genepool.llm import LLMClient, LLMError, RawCompletion
-from genepool.db import Database, migrate
-from genepool.registry import PromptRegistry
 
 # ---------------------------------------------------------------------------------------------
 # test doubles
@@ -147,7 +149,7 @@ def _gen(db, provider, agent="support-desk", generation=1, config=SMALL, **kw) -
 
 
 def _canon(value) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return json.dumps(dataclasses.asdict(value), sort_keys=True, default=str)
 
 
 def _prompt_ids(db, agent: str) -> set[str]:
@@ -169,8 +171,8 @@ def test_two_agent_types_evolve_independently_in_one_registry(db):
     for agent, ids in (("support-desk", sd_ids), ("critic", cr_ids)):
         for p in PromptRegistry(db).list(agent):
             assert set(p.parent_ids) <= ids, (agent, p.id, p.parent_ids)
-    assert all(p["prompt_id"] in cr_ids for p in cr1["population"]["parents"])
-    assert all(c["prompt_id"] in cr_ids for c in cr1["population"]["children"] if c["prompt_id"])
+    assert all(p.prompt_id in cr_ids for p in cr1.population.parents)
+    assert all(c.prompt_id in cr_ids for c in cr1.population.children if c.prompt_id)
 
     # experiments, results, candidates and fronts stay with their agent
     exps = db.fetchall("SELECT id, agent_type, generation FROM genepool.experiments ORDER BY id")
@@ -192,18 +194,17 @@ def test_two_agent_types_evolve_independently_in_one_registry(db):
     sd_prod, cr_prod = reg.get_prompt("support-desk"), reg.get_prompt("critic")
     assert sd_prod.id in sd_ids and cr_prod.id in cr_ids
     assert sd_prod.genome.role != cr_prod.genome.role
-    assert sd1["front"]["production_id"] == sd2["front"]["production_id"] == sd_prod.id
-    assert cr1["front"]["production_id"] == cr_prod.id
-    cr_children = [c for c in cr1["population"]["children"] if c["prompt_id"]]
-    assert sorted(reg.get(c["prompt_id"]).version for c in cr_children) == [
+    assert sd1.front.production_id == sd2.front.production_id == sd_prod.id
+    assert cr1.front.production_id == cr_prod.id
+    cr_children = [c for c in cr1.population.children if c.prompt_id]
+    assert sorted(reg.get(c.prompt_id).version for c in cr_children) == [
         f"1.1.{i}" for i in range(len(cr_children))]  # counted per agent, not after support-desk's 1.1.x
-    assert {reg.get(c["prompt_id"]).generation for c in sd2["population"]["children"] if c["prompt_id"]} == {2}
+    assert {reg.get(c.prompt_id).generation for c in sd2.population.children if c.prompt_id} == {2}
 
     # support-desk g0002 breeds from g0001's front (critic's generation in between changes nothing)
-    g1_front = [m for m in sd1["front"]["members"] if m["on_front"]]
-    g1_useful = {m["prompt_id"] for m in g1_front if (m["validation"] or m["screen"])["success"] > 0
-                 or m["screen"]["success"] > 0}
-    g2_parents = {p["prompt_id"] for p in sd2["population"]["parents"]}
+    g1_front = sd1.front.on_front
+    g1_useful = {m.prompt_id for m in g1_front if m.best_known.success > 0 or m.screen.success > 0}
+    g2_parents = {p.prompt_id for p in sd2.population.parents}
     assert g1_useful and (g1_useful <= g2_parents or len(g2_parents) == 1 + GenerationConfig().max_parents)
     assert g2_parents <= sd_ids
 
@@ -218,32 +219,32 @@ def test_optimiser_finds_an_improvement_and_the_approved_candidate_becomes_produ
     candidate = None
     for generation in (1, 2, 3):
         out = run_generation(_gen(db, model, "support-desk", generation))
-        seed_id = seed_id or out["front"]["production_id"]
-        if out["promoted"]["promoted"]:
-            candidate = out["promoted"]["promoted"][0]
+        seed_id = seed_id or out.front.production_id
+        if out.promotion.promoted:
+            candidate = out.promotion.promoted[0]
             break
     assert candidate is not None, "no candidate within 3 generations"
-    rec = reg.get(candidate["prompt_id"])
+    rec = reg.get(candidate.prompt_id)
     assert rec.state == "candidate"
     assert any(c.input in ALL_ITEMS and c.output == ALL_ITEMS[c.input].expected for c in rec.genome.examples)
-    assert candidate["validation"]["success"] > out["promoted"]["production_validation"]["success"]
+    assert candidate.validation.success > out.promotion.production_validation.success
     # the held-out test split is only reported, for production and the best candidate
-    assert set(out["promoted"]["test"]) == {seed_id, rec.id}
-    assert out["promoted"]["test"][rec.id]["success"] > out["promoted"]["test"][seed_id]["success"]
+    assert set(out.promotion.test) == {seed_id, rec.id}
+    assert out.promotion.test[rec.id].success > out.promotion.test[seed_id].success
 
     reg.approve(rec.id, "alice", "beats production on validation")
     assert reg.get(rec.id).state == "production" and reg.get(seed_id).state == "archived"
 
     nxt = run_generation(_gen(db, model, "support-desk", generation + 1))
-    assert nxt["population"]["parents"][0]["prompt_id"] == rec.id
-    assert set(nxt["traces"]["prompt_id"]) == {rec.id}
-    assert nxt["front"]["production_id"] == rec.id
+    assert nxt.population.parents[0].prompt_id == rec.id
+    assert set(nxt.traces.frame["prompt_id"]) == {rec.id}
+    assert nxt.front.production_id == rec.id
     # the new production prompt does better on the traces than the seed did
     first = db.fetchall("SELECT success FROM genepool.traces WHERE partition_key = 'support-desk/g0001'")
-    assert nxt["traces"]["success"].mean() > sum(r["success"] for r in first) / len(first)
-    children = [c for c in nxt["population"]["children"] if c["prompt_id"]]
-    assert children and all(rec.id in c["parent_ids"] or set(c["parent_ids"]) & {
-        p["prompt_id"] for p in nxt["population"]["parents"]} for c in children)
+    assert nxt.traces.success_rate > sum(r["success"] for r in first) / len(first)
+    children = [c for c in nxt.population.children if c.prompt_id]
+    assert children and all(rec.id in c.parent_ids or set(c.parent_ids) & {
+        p.prompt_id for p in nxt.population.parents} for c in children)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +253,8 @@ def test_optimiser_finds_an_improvement_and_the_approved_candidate_becomes_produ
 def test_child_that_regresses_on_a_control_item_is_never_promoted(db):
     gen = _gen(db, ControlBreakingFakeModel(), "support-desk", 1)
     out = run_generation(gen)
-    prod_id = out["front"]["production_id"]
-    results = out["results"]
+    prod_id = out.front.production_id
+    results = out.results.frame
     controls = results[(results.prompt_id == prod_id) & (results.role == "control")]
     assert len(controls) > 0 and controls.success.all()  # production passes every control (sentiment)
 
@@ -262,15 +263,15 @@ def test_child_that_regresses_on_a_control_item_is_never_promoted(db):
         return rows.success.mean()
 
     prod_target = rate(prod_id, "target")
-    ranked = {r["prompt_id"]: r for r in out["front"]["ranked"]}
+    ranked = {r.prompt_id: r for r in out.front.ranked}
     winners = [pid for pid in ranked if pid != prod_id and rate(pid, "target") > prod_target]
     assert winners, "the double should let some child win on its targets"
-    promoted = {p["prompt_id"] for p in out["promoted"]["promoted"]}
-    on_front = {m["prompt_id"] for m in out["front"]["members"] if m["on_front"]}
+    promoted = {p.prompt_id for p in out.promotion.promoted}
+    on_front = {m.prompt_id for m in out.front.on_front}
     reg = PromptRegistry(db)
     for pid in winners:
         assert rate(pid, "control") < 1.0
-        assert ranked[pid]["feasible"] is False and ranked[pid]["control_regressions"] > 0
+        assert ranked[pid].feasible is False and ranked[pid].control_regressions > 0
         assert pid not in promoted and pid not in on_front
         assert reg.get(pid).state != "candidate"
     assert reg.list("support-desk", "candidate") == []
@@ -295,13 +296,13 @@ def test_generation_stays_within_max_rollouts_and_never_half_evaluates_a_candida
                         " AND purpose <> 'test'", (gen.key,))["n"]
     assert calls == used  # every rollout is counted, none is hidden
 
-    results = out["results"]
-    prod_id = out["front"]["production_id"]
+    results = out.results.frame
+    prod_id = out.front.production_id
     per_prompt = results[results.prompt_id != prod_id].groupby("prompt_id").size()
     regression = len(results[results.prompt_id == prod_id])
     assert regression == 6
     assert len(per_prompt) == 3 and (per_prompt == regression).all()  # whole candidates only
-    skipped = results.attrs["skipped_for_budget"]
+    skipped = out.results.skipped_for_budget
     assert skipped and not set(skipped) & set(per_prompt.index)
     stored = db.fetchall("SELECT prompt_id, role, count(*) AS n FROM genepool.experiment_results"
                          " WHERE experiment_id = %s AND role IN ('target','control','validation')"
@@ -314,9 +315,9 @@ def test_generation_stays_within_max_rollouts_and_never_half_evaluates_a_candida
     assert set(screened.values()) == {regression} and not set(skipped) & set(screened)
     assert validated == {prod_id: cfg.validation_items}
     # a front member was waiting for validation when the budget ran out: it was left out, not half run
-    waiting = [m for m in out["front"]["members"] if m["on_front"] and m["prompt_id"] != prod_id]
-    assert waiting and all(m["validation"] is None for m in waiting)
-    assert out["promoted"]["promoted"] == []  # nothing unvalidated is proposed
+    waiting = [m for m in out.front.on_front if m.prompt_id != prod_id]
+    assert waiting and all(m.validation is None for m in waiting)
+    assert out.promotion.promoted == ()  # nothing unvalidated is proposed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,9 +341,9 @@ def test_llm_failure_raises_and_a_rerun_resumes_from_the_cache_to_the_clean_resu
     calls = db.fetchall("SELECT cached FROM genepool.llm_calls WHERE id > %s ORDER BY id", (last,))
     assert [c["cached"] for c in calls[:n]] == [True] * n  # the answers the failed run got, from the cache
     assert working.calls == clean_model.calls - n  # ... and only the rest asked of the model
-    assert _canon(resumed["population"]) == _canon(clean["population"])
-    assert _canon(resumed["front"]) == _canon(clean["front"])
-    assert _canon(resumed["promoted"]) == _canon(clean["promoted"])
+    assert _canon(resumed.population) == _canon(clean.population)
+    assert _canon(resumed.front) == _canon(clean.front)
+    assert _canon(resumed.promotion) == _canon(clean.promotion)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +355,7 @@ def _population_and_front(db, seed: int) -> tuple[str, str]:
     clusters = find_failure_clusters(traces)
     population = mutate_population(gen, traces, clusters)
     front = select_front(gen, run_experiments(gen, population, traces))
-    return json.dumps(population, sort_keys=True), json.dumps(front, sort_keys=True)
+    return json.dumps(population.to_dict(), sort_keys=True), _canon(front)
 
 
 def test_same_seed_gives_byte_identical_population_and_front_on_fresh_databases(fresh_database_url):
@@ -391,14 +392,14 @@ def test_trace_rows_with_negative_token_counts_are_quarantined_with_the_reason(d
     assert len(stored) + len(bad) == SMALL.trace_items == len(traces) + len(bad)
     assert all(r["prompt_tokens"] >= 0 for r in stored)
     assert not {r["raw"]["item_id"] for r in bad} & {r["item_id"] for r in stored}
-    assert (traces["prompt_tokens"] >= 0).all()
+    assert (traces.frame["prompt_tokens"] >= 0).all() and traces.quarantined == len(bad)
 
 
 # ---------------------------------------------------------------------------------------------
 # broken children are rejected, recorded and never run
 # ---------------------------------------------------------------------------------------------
 def test_broken_children_are_stored_as_rejected_with_the_reason_and_never_run(db, monkeypatch):
-    real_breed = pipeline.breed
+    real_breed = population_step.breed
 
     def breed_with_broken_children(parents, n_children, rng, ctx):
         children = real_breed(parents, n_children - 2, rng, ctx)
@@ -409,7 +410,7 @@ def test_broken_children_are_stored_as_rejected_with_the_reason_and_never_run(db
                   "add_instruction", (0,)),
         ]
 
-    monkeypatch.setattr(pipeline, "breed", breed_with_broken_children)
+    monkeypatch.setattr(population_step, "breed", breed_with_broken_children)
     model = RuleFollowingFakeModel()
     gen = _gen(db, model)
     traces = collect_traces(gen)
@@ -431,8 +432,8 @@ def test_broken_children_are_stored_as_rejected_with_the_reason_and_never_run(db
     # never run: the model never saw them, no result row names them
     assert not any("undefined_var" in s or "Ignore all previous" in s for s in model.systems)
     accepted = {r["prompt_id"] for r in rows if r["status"] == "accepted"}
-    assert set(results.prompt_id) <= accepted | {population["parents"][0]["prompt_id"]}
-    assert len(set(results.prompt_id)) == len(accepted) + 1
+    assert set(results.frame.prompt_id) <= accepted | {population.production_id}
+    assert len(set(results.frame.prompt_id)) == len(accepted) + 1
 
 
 # generation 1 spends 81 rollouts with SMALL; 30 more start generation 2 but leave nothing to validate with
@@ -442,16 +443,16 @@ ROLLOUTS = 111
 def test_optimize_stays_within_the_rollout_budget_and_keeps_the_last_validated_front(db):
     """The benchmark loop (no Dagster): generations until the budget is spent, each best candidate
     auto-approved; a last generation starved of budget does not replace the reported front."""
-    out = pipeline.optimize("support-desk", LLMClient(RuleFollowingFakeModel(), db), rollouts=ROLLOUTS, seed=1234,
+    out = optimize("support-desk", LLMClient(RuleFollowingFakeModel(), db), rollouts=ROLLOUTS, seed=1234,
                             db=db, config=SMALL)
     assert 0 < out.rollouts_used <= ROLLOUTS
     spent = db.fetchone(
         "SELECT coalesce(sum(rollouts), 0) AS n FROM genepool.generation_spend WHERE step <> 'test_report'")["n"]
     assert spent == out.rollouts_used
-    validated = [h for h in out.history if h["best_validation"] is not None]
-    assert validated and validated[0]["best_validation"] > 0  # few-shot turns found in generation 1
-    assert out.front and all(f["success"] >= 0 for f in out.front)
+    validated = [h for h in out.history if h.best_validation is not None]
+    assert validated and validated[0].best_validation > 0  # few-shot turns found in generation 1
+    assert out.front and all(f.success >= 0 for f in out.front)
     assert PromptRegistry(db).get_prompt("support-desk").id == out.best_prompt_id
     assert db.fetchone("SELECT count(*) AS n FROM genepool.experiment_results WHERE role = 'test'")["n"] == 0
-    assert [h["generation"] for h in out.history] == [1, 2] and out.history[-1]["best_validation"] is None
-    assert max(f["success"] for f in out.front) > 0  # generation 1's validated front, not generation 2's stub
+    assert [h.generation for h in out.history] == [1, 2] and out.history[-1].best_validation is None
+    assert max(f.success for f in out.front) > 0  # generation 1's validated front, not generation 2's stub

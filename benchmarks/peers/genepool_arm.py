@@ -1,4 +1,4 @@
-"""genepool arm: ``genepool.pipeline.optimize`` on train + validation, then best genome and front on test.
+"""genepool arm: ``genepool.steps.optimize`` on train + validation, then best genome and front on test.
 
 Only the train and validation items are handed to the optimiser, so the test split cannot leak.
 
@@ -11,6 +11,7 @@ LLM calls still go through the shared client, whose cache lives in the main data
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterator
@@ -19,8 +20,8 @@ from typing import Any
 import psycopg
 
 from benchmarks.peers.common import ArmContext, ArmResult, Stopwatch, evaluate_genome, short_error
-from genepool.core.genome import Genome
 from genepool import db as postgres
+from genepool.core.genome import Genome
 
 
 @contextlib.contextmanager
@@ -47,9 +48,9 @@ def _as_genome(g: Any) -> Genome:
 
 def run(ctx: ArmContext, budget: int) -> ArmResult:
     try:
-        from genepool.pipeline import optimize
+        from genepool.steps import optimize
     except ImportError as exc:
-        return ArmResult("genepool", budget, "unavailable", error=f"genepool.pipeline.optimize: {short_error(exc)}")
+        return ArmResult("genepool", budget, "unavailable", error=f"genepool.steps.optimize: {short_error(exc)}")
 
     llm = ctx.metered()
     sw = Stopwatch()
@@ -68,7 +69,7 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
                 reflection_llm=None,
                 db=registry_db,
             )
-            history = list(getattr(res, "history", []) or [])
+            history = [dataclasses.asdict(h) for h in res.history]
     except Exception as exc:  # a failure is a result, not a crash of the whole comparison
         return ArmResult(
             "genepool", budget, "failed", error=short_error(exc), optimize=llm.summary("optimize"), wall_s=sw.laps
@@ -80,10 +81,10 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
         front = []
         seen = {best.fingerprint()}
         for member in res.front or []:
-            g = _as_genome(member["genome"])
+            g = _as_genome(member.genome)
             entry = {
-                "validation_success": member.get("success"),
-                "validation_avg_tokens": member.get("avg_tokens"),
+                "validation_success": member.success,
+                "validation_avg_tokens": member.avg_tokens,
                 "is_best": g.fingerprint() == best.fingerprint(),
             }
             if g.fingerprint() in seen and not entry["is_best"]:
@@ -100,6 +101,6 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
         optimize=llm.summary("optimize"),
         wall_s=sw.laps,
         final_prompt=best.to_dict(),
-        extra={"rollouts_used_reported": getattr(res, "rollouts_used", None), "front": front, "history": history,
+        extra={"rollouts_used_reported": res.rollouts_used, "front": front, "history": history,
                "test_calls": llm.summary("test")},
     )

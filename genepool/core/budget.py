@@ -3,11 +3,13 @@
 Every rollout counts, cached or not, so a re-run of the same experiment stops at the same place
 (results stay reproducible). Money counts only what was actually spent (a cached answer costs 0).
 Token caps cannot know a reply's length in advance: ``check(n, tokens=...)`` takes the caller's
-upper bound (prompt tokens + max_tokens) to stay under the cap.
+upper bound (prompt tokens + max_tokens) to stay under the cap. The daily USD cap, which reads every
+run's calls from PostgreSQL, is in ``genepool.store``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +34,9 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("max_rollouts", "max_tokens", "max_usd"):
             v = getattr(self, name)
-            if v is not None and v < 0:
-                raise ValueError(f"Budget.{name}={v} must be >= 0 or None (no cap)")
+            bad = isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0
+            if v is not None and bad:
+                raise ValueError(f"Budget.{name}={v} must be a finite number >= 0, or None (no cap)")
 
 
 @dataclass
@@ -80,33 +83,3 @@ class BudgetTracker:
         except BudgetExceeded:
             return True
         return False
-
-
-def spent_today(db: Any, agent_type: str | None = None) -> float:
-    """USD spent today (server's time zone) on LLM calls, optionally for one agent type's partitions."""
-    sql = "SELECT COALESCE(SUM(cost_usd), 0) AS usd FROM genepool.llm_calls WHERE created_at >= date_trunc('day', now())"
-    params: tuple = ()
-    if agent_type is not None:
-        sql += " AND partition_key LIKE %s"
-        params = (agent_type.replace("%", r"\%").replace("_", r"\_") + "/%",)
-    row = db.fetchone(sql, params)
-    return float(row["usd"])
-
-
-def check_daily_cap(db: Any, max_usd_per_day: float | None, agent_type: str | None = None) -> float:
-    """Raise BudgetExceeded if today's spend already reached ``max_usd_per_day``; return today's spend."""
-    spent = spent_today(db, agent_type)
-    if max_usd_per_day is not None and spent >= max_usd_per_day:
-        raise BudgetExceeded("max_usd_per_day", spent, 0, max_usd_per_day)
-    return spent
-
-
-def should_stop(history_best: list[float], patience: int, min_delta: float = 0.0) -> bool:
-    """True when the best score has not improved by more than ``min_delta`` in the last ``patience`` generations."""
-    if patience < 1:
-        raise ValueError(f"patience={patience} must be >= 1")
-    if len(history_best) <= patience:
-        return False
-    before = max(history_best[:-patience])
-    recent = max(history_best[-patience:])
-    return recent - before <= min_delta

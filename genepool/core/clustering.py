@@ -137,15 +137,3 @@ def cluster_failures(failed: list[dict], total: int) -> list[FailureCluster]:
         )
     clusters.sort(key=lambda c: (-c.count, c.key))
     return clusters
-
-
-def describe_clusters(clusters: list[FailureCluster]) -> str:
-    """One line per cluster: '15% of failures: sentiment: right label but extra text around it (3 examples)'."""
-    lines = []
-    for c in clusters:
-        n = len(c.example_trace_ids)
-        lines.append(
-            f"{round(c.share * 100)}% of failures: {c.name} ({c.count} failure{'s' if c.count != 1 else ''},"
-            f" {n} example{'s' if n != 1 else ''})"
-        )
-    return "\n".join(lines)

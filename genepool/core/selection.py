@@ -239,33 +239,6 @@ def per_instance_survivors(
     return set(survivors)
 
 
-def select_parents(
-    evals: Sequence[CandidateEval],
-    k: int,
-    baseline: BaselineLike = None,
-    max_control_regressions: int = 0,
-    roles: Iterable[str] = ("validation",),
-    max_extra: int | None = None,
-) -> list[CandidateEval]:
-    """NSGA-II's ``k`` picks, then feasible per-instance survivors not already picked (at most ``max_extra``).
-
-    Survivors are added best-objectives first, so a candidate that alone solves some item is bred from
-    even when its average is lower.
-    """
-    roles = tuple(roles)
-    chosen = nsga2_select(evals, k, baseline, max_control_regressions, roles)
-    picked = {ev.prompt_id for ev in chosen}
-    feasible = [ev for ev in _unique_sorted(evals) if control_regressions(ev, baseline) <= max_control_regressions]
-    survivors = per_instance_survivors(feasible, roles)
-    extras = sorted(
-        (ev for ev in feasible if ev.prompt_id in survivors and ev.prompt_id not in picked),
-        key=lambda ev: (tuple(-x for x in objectives(ev, roles)), ev.prompt_id),
-    )
-    if max_extra is not None:
-        extras = extras[:max_extra]
-    return chosen + extras
-
-
 def hypervolume(
     points: Sequence[Sequence[float]],
     ref: Sequence[float],

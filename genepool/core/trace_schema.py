@@ -364,7 +364,7 @@ def quarantine(db: Any, rows: Iterable[Mapping[str, Any]], source: str, partitio
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO genepool.trace_quarantine (source, partition_key, raw, reason)"
-                " VALUES (%s, %s, %s::jsonb, %s)",
+                " VALUES (%s, %s, %s::jsonb, %s) ON CONFLICT DO NOTHING",  # once per row and reason (0006)
                 records,
             )
     return len(records)

@@ -1,31 +1,32 @@
 """Plain data the evolution engine works on (no Dagster, no database).
 
-Traces arrive as plain dicts (``TraceRow`` documents the keys); evaluations of candidates as
-``CandidateEval`` holding one ``ItemOutcome`` per benchmark item.
+Traces reach the engine as ``TraceRow`` values; evaluations of candidates as ``CandidateEval`` holding
+one ``ItemOutcome`` per benchmark item.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 from genepool.core.genome import Genome
 
 ROLES = ("target", "control", "validation")
 
 
-class TraceRow(TypedDict, total=False):
-    """One scored rollout, as the evaluation step stores it (all keys optional except where used)."""
+@dataclass(frozen=True)
+class TraceRow:
+    """One scored rollout of the production prompt, as the clustering and mining operators read it."""
 
     trace_id: str
-    item_id: str
+    item_id: str | None
     task: str
     split: str
+    signature: str
     input: str
     output: str
     expected: Any
     success: bool
-    signature: str
     checker_message: str
     prompt_tokens: int
     completion_tokens: int
@@ -56,30 +57,7 @@ class CandidateEval:
 
 
 def field_of(obj: Any, name: str, default: Any = None) -> Any:
-    """Read ``name`` from a dict or an object (benchmark ``Item`` dataclasses and trace dicts alike)."""
+    """Read ``name`` from a dict or an object (benchmark ``Item``s, ``TraceRow``s and dicts alike)."""
     if isinstance(obj, dict):
         return obj.get(name, default)
     return getattr(obj, name, default)
-
-
-def outcomes_from_traces(traces: list[Any], roles: dict[str, str], default_role: str | None = None) -> dict[str, ItemOutcome]:
-    """Per-item outcomes of one candidate from its trace rows (``TraceRow`` dicts).
-
-    ``roles`` maps item id -> "target" | "control" | "validation"; items without a role are skipped
-    unless ``default_role`` is given. Tokens are prompt + completion tokens.
-    """
-    out: dict[str, ItemOutcome] = {}
-    for t in traces:
-        item_id = field_of(t, "item_id")
-        if item_id is None:
-            raise ValueError("a trace row has no 'item_id'; every trace must name the benchmark item it scored")
-        role = roles.get(str(item_id), default_role)
-        if role is None:
-            continue
-        out[str(item_id)] = ItemOutcome(
-            success=bool(field_of(t, "success", False)),
-            tokens=int(field_of(t, "prompt_tokens", 0) or 0) + int(field_of(t, "completion_tokens", 0) or 0),
-            latency_ms=float(field_of(t, "latency_ms", 0.0) or 0.0),
-            role=role,
-        )
-    return out

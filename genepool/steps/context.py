@@ -1,0 +1,222 @@
+"""The context every step works in: the partition, its settings, its models, its budget and its lock.
+
+Creating a ``Generation`` reads the agent and its benchmark and writes nothing. ``register`` (called by
+the first step, ``collect_traces``) records the experiment with its fingerprint; every later step
+checks that fingerprint, so a re-run after a change of settings, model or benchmark is refused before
+anything is spent or written. ``step(name)`` holds the partition's advisory lock and yields a
+``Meter``: an LLM client that checks the budget before each call and records the spend after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from genepool import store
+from genepool.agents import AgentSpec, get_agent, load_agent_benchmark
+from genepool.core.benchmark import Item
+from genepool.core.budget import BudgetTracker
+from genepool.core.evolution import generation_rng
+from genepool.db import Database
+from genepool.keys import partition_key
+from genepool.llm import Completion, LLMClient, normalise_params
+from genepool.registry import PromptRecord, PromptRegistry
+from genepool.runner import BenchmarkRunner
+from genepool.settings import GenerationConfig
+
+SEED_ACTOR = "genepool-seed"
+OPTIMISER_ACTOR = "genepool"
+
+
+class FingerprintMismatch(RuntimeError):
+    """The partition was started with other settings, model or benchmark: its rows would be stale."""
+
+
+def model_identity(llm: LLMClient) -> dict[str, Any]:
+    p = llm.provider
+    return {"provider": p.name, "model": p.model, "base_url": getattr(p, "base_url", None)}
+
+
+def benchmark_hash(items: list[Item]) -> str:
+    blob = json.dumps([i.to_dict() for i in sorted(items, key=lambda i: i.id)], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def upper_bound_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
+    """What a call may cost at most in tokens: a token is at least one byte of text, plus the chat
+    template's few special tokens per message, plus the reply's ``max_tokens``."""
+    prompt = sum(len(str(m.get("content", "")).encode()) + 8 for m in messages) + 8
+    return prompt + int(max_tokens)
+
+
+def ensure_production(registry: PromptRegistry, agent: AgentSpec) -> PromptRecord:
+    """The agent's production prompt; the seed genome is registered and put in production if none is."""
+    try:
+        return registry.get_prompt(agent.agent_type, "prod")
+    except LookupError:
+        rec = registry.register(agent.agent_type, agent.seed_genome, operator="seed", reason="seed prompt")
+        registry.label(rec.id, "production", SEED_ACTOR, "seed prompt of the agent type")
+        return registry.get(rec.id)
+
+
+@dataclass
+class Generation:
+    """Everything a step needs: database, LLMs, the agent, its benchmark and the partition."""
+
+    db: Database
+    llm: LLMClient
+    agent_type: str
+    generation: int
+    config: GenerationConfig = field(default_factory=GenerationConfig)
+    reflection_llm: LLMClient | None = None
+    items: list[Item] | None = None
+
+    def __post_init__(self) -> None:
+        self.key = partition_key(self.agent_type, self.generation)
+        self.agent: AgentSpec = get_agent(self.agent_type)
+        if self.items is None:
+            self.items = load_agent_benchmark(self.agent_type)
+        self.registry = PromptRegistry(self.db)
+        self.by_id = {i.id: i for i in self.items}
+        self._lock_depth = 0
+        self._lock_stack = contextlib.ExitStack()
+
+    @property
+    def experiment_id(self) -> str:
+        return self.key
+
+    def rng(self, step: str):
+        return generation_rng(self.config.seed, f"{self.agent_type}:{step}", self.generation)
+
+    def production(self) -> PromptRecord:
+        return ensure_production(self.registry, self.agent)
+
+    # --- fingerprint ------------------------------------------------------------------------------
+    def fingerprint_parts(self) -> dict[str, Any]:
+        assert self.items is not None
+        return {"config": self.config.to_dict(), "model": model_identity(self.llm),
+                "benchmark_sha256": benchmark_hash(self.items), "seed": self.config.seed}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.fingerprint_parts(), sort_keys=True).encode()).hexdigest()
+
+    def register(self) -> None:
+        """Record the agent and this generation's experiment (the first step calls this); refuse if the
+        partition was started with another fingerprint."""
+        store.ensure_agent(self.db, self.agent)
+        row = store.insert_experiment(self.db, self.key, self.agent_type, self.generation, self.config.seed,
+                                      self.config.to_dict(), self.fingerprint(), self.fingerprint_parts())
+        self._compare(row)
+
+    def verify(self) -> None:
+        row = store.experiment(self.db, self.key)
+        if row is None:
+            raise RuntimeError(f"generation {self.key} is not registered: run its first step (traces) first")
+        self._compare(row)
+
+    def _compare(self, row: dict) -> None:
+        if row.get("fingerprint") in (None, self.fingerprint()):
+            return
+        then, now = row.get("fingerprint_parts") or {}, self.fingerprint_parts()
+        changed = [f"{k}: {then.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+                   if k != "config" and then.get(k) != now[k]]
+        old_cfg = then.get("config") or {}
+        changed += [f"config.{k}: {old_cfg.get(k)!r} -> {v!r}" for k, v in sorted(now["config"].items())
+                    if old_cfg.get(k) != v]
+        raise FingerprintMismatch(
+            f"generation {self.key} was started with other settings ({'; '.join(changed) or 'unknown change'}); "
+            f"its stored rows would be stale. Run a new generation instead (e.g. generation {self.generation + 1}: "
+            f"genepool run --agent {self.agent_type} --generation {self.generation + 1}), or restore the settings "
+            "to resume this one."
+        )
+
+    # --- lock and budget --------------------------------------------------------------------------
+    def hold_lock(self, step: str) -> contextlib.AbstractContextManager:
+        """The partition's advisory lock, re-entrant within this Generation (run_generation holds it
+        across all six steps; each step takes it too when run alone, as the Dagster assets do)."""
+
+        @contextlib.contextmanager
+        def held() -> Iterator[None]:
+            if self._lock_depth == 0:
+                self._lock_stack.enter_context(store.partition_lock(self.db.url, self.key, step))
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    self._lock_stack.close()
+
+        return held()
+
+    @contextlib.contextmanager
+    def step(self, name: str, *, register: bool = False) -> Iterator[Meter]:
+        with self.hold_lock(name):
+            if register:
+                self.register()
+            else:
+                self.verify()
+            store.start_step_spend(self.db, self.key, name)
+            yield Meter(self, name, self.llm, self.tracker(name))
+
+    def tracker(self, step: str) -> BudgetTracker:
+        """The step's budget: rollouts of the other steps (the report counts only against its own cap),
+        tokens of the other steps, and every dollar this generation has spent so far."""
+        spend = store.generation_spend(self.db, self.key)
+        others = {k: v for k, v in spend.steps.items() if k != step}
+        if step == store.REPORT_STEP:
+            rollouts = 0
+            budget = self.config.budget(max_rollouts=self.config.max_report_rollouts)
+        else:
+            rollouts = sum(v.rollouts for k, v in others.items() if k != store.REPORT_STEP)
+            budget = self.config.budget()
+        spent = {"rollouts": rollouts, "tokens": sum(v.tokens for v in others.values()), "usd": spend.usd}
+        return BudgetTracker(budget, spent=spent)
+
+
+class Meter:
+    """An LLM client seen through one step's budget, with the ``LLMClient.chat`` signature.
+
+    Before each call: the step's caps (rollouts, tokens, USD) with what the call may cost at most, and
+    the daily USD cap against every run's spend of the day (reserved atomically). After it: the spend is
+    added to ``genepool.generation_spend`` at once, so a crash loses no spend and two writers add up.
+    """
+
+    def __init__(self, gen: Generation, step: str, client: LLMClient, tracker: BudgetTracker):
+        self.gen, self.step, self.client, self.tracker = gen, step, client, tracker
+        self.db = gen.db
+
+    @property
+    def model(self) -> str:
+        return self.client.model
+
+    def using(self, client: LLMClient | None) -> Meter | None:
+        """The same budget over another client (the reflection model); None stays None."""
+        return None if client is None else Meter(self.gen, self.step, client, self.tracker)
+
+    def runner(self) -> BenchmarkRunner:
+        return BenchmarkRunner(self, None, partition_key=self.gen.key,  # type: ignore[arg-type]
+                               variables={"agent_type": self.gen.agent_type})
+
+    def chat(self, messages: list[dict[str, str]], params: dict[str, Any] | None = None, *, purpose: str = "",
+             partition_key: str | None = None) -> Completion:
+        p = normalise_params(params or {})
+        tokens = upper_bound_tokens(messages, p["max_tokens"])
+        usd = self.client.cost_table.cost(self.client.model, tokens - p["max_tokens"], p["max_tokens"])
+        self.tracker.check(1, tokens=tokens, usd=usd)
+        cap = self.gen.config.max_usd_per_day
+        reservation = store.reserve_daily_usd(self.db, cap, usd, self.gen.key) if cap is not None else None
+        try:
+            made = self.client.calls_made
+            comp = self.client.chat(messages, params or {}, purpose=purpose,
+                                    partition_key=partition_key or self.gen.key)
+        finally:
+            store.release_daily_usd(self.db, reservation)
+        self.tracker.record(comp)
+        store.add_spend(self.db, self.gen.key, self.step, 1, comp.total_tokens, 0.0 if comp.cached else comp.cost_usd,
+                        self.client.calls_made - made)
+        return comp

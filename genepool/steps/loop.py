@@ -1,0 +1,135 @@
+"""Whole generations without Dagster: ``run_generation`` chains the six steps (what the Dagster job does),
+``optimize`` runs generations until a rollout budget is spent (the side-by-side benchmark uses it)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from genepool import store
+from genepool.core.benchmark import Item
+from genepool.core.genome import Genome
+from genepool.db import Database
+from genepool.llm import LLMClient
+from genepool.registry import PromptRegistry
+from genepool.settings import GenerationConfig
+from genepool.steps.clusters import FailureClusters, find_failure_clusters
+from genepool.steps.context import Generation
+from genepool.steps.experiments import ExperimentResults, run_experiments
+from genepool.steps.front import Front, select_front
+from genepool.steps.population import Population, mutate_population
+from genepool.steps.promotion import Promotion, promote
+from genepool.steps.traces import TraceSet, collect_traces
+
+
+@dataclass(frozen=True)
+class GenerationRun:
+    traces: TraceSet
+    clusters: FailureClusters
+    population: Population
+    results: ExperimentResults
+    front: Front
+    promotion: Promotion
+    timings: dict[str, float]
+
+
+def run_generation(gen: Generation) -> GenerationRun:
+    """All six steps of one generation, in order, holding the partition's lock throughout."""
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        timings[name] = time.perf_counter() - t0
+        return out
+
+    with gen.hold_lock("generation"):
+        traces = timed("traces", collect_traces, gen)
+        clusters = timed("failure_clusters", find_failure_clusters, traces)
+        population = timed("mutated_population", mutate_population, gen, traces, clusters)
+        results = timed("experiment_results", run_experiments, gen, population, traces)
+        front = timed("pareto_front", select_front, gen, results)
+        promotion = timed("promoted_prompts", promote, gen, front)
+    return GenerationRun(traces, clusters, population, results, front, promotion, timings)
+
+
+@dataclass(frozen=True)
+class FrontEntry:
+    prompt_id: str
+    genome: Genome
+    success: float
+    avg_tokens: float
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    generation: int
+    rollouts: int
+    best_validation: float | None  # None: the budget ran out before validation
+    promoted: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    best_genome: Genome
+    best_prompt_id: str
+    front: tuple[FrontEntry, ...]
+    rollouts_used: int
+    history: tuple[GenerationSummary, ...]
+
+
+def optimize(
+    agent_type: str,
+    llm: LLMClient,
+    *,
+    items: list[Item] | None = None,
+    rollouts: int = 300,
+    seed: int = 1234,
+    reflection_llm: LLMClient | None = None,
+    db: Database | None = None,
+    config: GenerationConfig | None = None,
+    max_generations: int = 50,
+    patience: int = 3,
+) -> OptimizeResult:
+    """Run generations until ``rollouts`` model calls are spent (train + validation only), stopping early
+    when the best validation score has not improved for ``patience`` generations.
+
+    Each generation auto-approves its best candidate as the next production prompt (the benchmark
+    has no human in the loop); the held-out test split is never touched here.
+    """
+    if patience < 1:
+        raise ValueError(f"patience={patience} must be >= 1")
+    db = db or llm.db or Database.from_env()
+    base = replace(config or GenerationConfig(), seed=seed, report_test=False)
+    registry = PromptRegistry(db)
+    spent = 0
+    history: list[GenerationSummary] = []
+    best_val: list[float] = []
+    gen_no = 1 + store.last_generation(db, agent_type)
+    last_front: tuple = ()
+    for _ in range(max_generations):
+        remaining = rollouts - spent
+        if remaining < base.trace_items + base.n_targets + base.n_controls:
+            break
+        gen = Generation(db, llm, agent_type, gen_no, replace(base, max_rollouts=remaining), reflection_llm, items)
+        out = run_generation(gen)
+        used = store.generation_spend(db, gen.key).rollouts
+        spent += used
+        promoted = out.promotion.promoted
+        if promoted:
+            registry.approve(promoted[0].prompt_id, "benchmark-auto-approve", "best candidate of " + gen.key)
+        prod_val = out.front.baseline_validation
+        gen_no += 1
+        if prod_val is None:  # the budget ran out before validation: nothing was learnt, keep the last front
+            history.append(GenerationSummary(gen.generation, used, None, ()))
+            break
+        best = max([prod_val.success] + [p.validation.success for p in promoted if p.validation is not None])
+        best_val.append(best)
+        last_front = out.front.members
+        history.append(GenerationSummary(gen.generation, used, best, tuple(p.prompt_id for p in promoted)))
+        if used == 0 or (len(best_val) > patience and max(best_val[-patience:]) <= max(best_val[:-patience])):
+            break
+    prod = registry.get_prompt(agent_type, "prod")
+    front = tuple(FrontEntry(m.prompt_id, registry.get(m.prompt_id).genome, m.best_known.success,
+                             m.best_known.avg_tokens) for m in last_front)
+    return OptimizeResult(prod.genome, prod.id, front, spent, tuple(history))
