@@ -13,6 +13,7 @@ import dagster as dg
 
 from resources import LLMResource, OptimizerResource, PostgresResource
 from resources.dbt import dbt_resource
+from resources.io_manager import PostgresIOManager
 from resources.langfuse import LangfuseResource
 
 
@@ -44,6 +45,8 @@ def default_resources() -> dict:
         "optimizer": optimizer_from_env(),
         "langfuse": LangfuseResource(),  # active only when LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are set
         "dbt": dbt_resource(os.environ.get("GENEPOOL_DATABASE_URL")),
+        # step outputs in PostgreSQL (not on local disk): any worker can re-execute any step
+        "io_manager": PostgresIOManager(database_url=os.environ.get("GENEPOOL_DATABASE_URL")),
     }
 
 
