@@ -21,6 +21,10 @@ from deap import base, creator, tools
 from genepool.core.types import CandidateEval, ItemOutcome
 
 WEIGHTS = (1.0, -1.0, -1.0)
+# Latency in selection is ESTIMATED from token counts at this fixed rate, never the measured wall time:
+# measured latency depends on machine load, so it would make the front differ between runs and machines.
+# Measured latency is still reported (``raw_objectives``/``objectives``); ranking uses ``selection_objectives``.
+LATENCY_MS_PER_TOKEN = 4.0
 
 
 def ensure_creator() -> None:
@@ -60,6 +64,12 @@ def objectives(ev: CandidateEval, roles: Iterable[str] = ("validation",)) -> tup
     """(success_rate, -avg_tokens, -avg_latency): larger is better on every axis."""
     s, t, lat = raw_objectives(ev, roles)
     return (s, -t, -lat)
+
+
+def selection_objectives(ev: CandidateEval, roles: Iterable[str] = ("validation",)) -> tuple[float, float, float]:
+    """What ranking uses: (success_rate, -avg_tokens, -estimated_latency); same data gives the same order anywhere."""
+    s, t, _ = raw_objectives(ev, roles)
+    return (s, -t, -t * LATENCY_MS_PER_TOKEN)
 
 
 BaselineLike = CandidateEval | Mapping[str, ItemOutcome] | None
@@ -107,7 +117,8 @@ def _individuals(evals: Sequence[CandidateEval], roles) -> list:
     inds = []
     for ev in evals:
         ind = creator.GenepoolIndividual([ev.prompt_id])
-        ind.fitness.values = raw_objectives(ev, roles)
+        s, t, _ = raw_objectives(ev, roles)
+        ind.fitness.values = (s, t, t * LATENCY_MS_PER_TOKEN)  # estimated latency: load-independent
         ind.eval = ev
         inds.append(ind)
     return inds
@@ -146,7 +157,8 @@ def rank_all(
                ranks[ev.prompt_id])
         for ev in evals
     ]
-    return sorted(out, key=lambda r: (r.rank, tuple(-x for x in r.objectives), r.eval.prompt_id))
+    return sorted(out, key=lambda r: (r.rank, tuple(-x for x in selection_objectives(r.eval, roles)),
+                                      r.eval.prompt_id))
 
 
 def nsga2_select(
@@ -197,7 +209,7 @@ def pareto_front(
         return []
     front = tools.sortNondominated(_individuals(feasible, roles), len(feasible), first_front_only=True)[0]
     evs = [ind.eval for ind in front]
-    return sorted(evs, key=lambda ev: (tuple(-x for x in objectives(ev, roles)), ev.prompt_id))
+    return sorted(evs, key=lambda ev: (tuple(-x for x in selection_objectives(ev, roles)), ev.prompt_id))
 
 
 def per_instance_survivors(
@@ -224,7 +236,7 @@ def per_instance_survivors(
         if 0 < len(solvers) < len(evals):
             for pid in solvers:
                 wins[pid] = wins[pid] | {item}
-    score = {ev.prompt_id: objectives(ev, roles) for ev in evals}
+    score = {ev.prompt_id: selection_objectives(ev, roles) for ev in evals}
     order = sorted(wins, key=lambda p: (tuple(-x for x in score[p]), p))
     survivors: list[str] = []
     for pid in order:
