@@ -48,37 +48,62 @@ def genome_params(genome: Genome) -> dict:
 
 
 class BenchmarkRunner:
-    def __init__(self, llm: LLMClient, budget: BudgetTracker | None = None, partition_key: str | None = None):
+    def __init__(self, llm: LLMClient, budget: BudgetTracker | None = None, partition_key: str | None = None,
+                 variables: dict | None = None):
         self.llm = llm
         self.budget = budget
         self.partition_key = partition_key
+        self.variables = dict(variables or {})  # template variables, e.g. {"agent_type": "planner"}
 
     def run_item(self, genome: Genome, item, purpose: str = "rollout") -> ItemResult:
         if self.budget is not None:
             self.budget.check(1)
         comp = self.llm.chat(
-            genome.messages(item.input), genome_params(genome), purpose=purpose, partition_key=self.partition_key
+            genome.messages(item.input, self.variables), genome_params(genome), purpose=purpose, partition_key=self.partition_key
         )
         if self.budget is not None:
             self.budget.record(comp)
-        res = check(item, comp.text)
-        return ItemResult(
-            item_id=item.id,
-            split=item.split,
-            task=item.task,
-            input=item.input,
-            expected=item.expected,
-            output=comp.text,
-            success=res.success,
-            score=res.score,
-            signature=res.signature,
-            checker_message=res.message,
-            prompt_tokens=comp.prompt_tokens,
-            completion_tokens=comp.completion_tokens,
-            latency_ms=comp.latency_ms,
-            cost_usd=comp.cost_usd,
-            cached=comp.cached,
-        )
+        return _item_result(item, comp)
 
     def run(self, genome: Genome, items: Iterable, purpose: str = "rollout") -> list[ItemResult]:
         return [self.run_item(genome, item, purpose) for item in items]
+
+    def run_candidate(self, genome: Genome, items: Iterable, purpose: str = "rollout") -> list[ItemResult]:
+        """One candidate on ``items``, through ``LLMClient.chat_many`` (up to ``llm_concurrency`` calls at
+        once), results in item order. The rollout budget for the WHOLE candidate is reserved before any
+        call: if it cannot be afforded, BudgetExceeded is raised and nothing is called. Each completion is
+        then recorded (tokens, USD) in item order, so the tracker ends exactly as ``run`` would leave it."""
+        items = list(items)
+        if not items:
+            return []
+        if self.budget is not None:
+            self.budget.check(len(items))
+        requests = [(genome.messages(item.input, self.variables), genome_params(genome)) for item in items]
+        comps = self.llm.chat_many(requests, purpose=purpose, partition_key=self.partition_key)
+        results = []
+        for item, comp in zip(items, comps, strict=True):
+            if self.budget is not None:
+                self.budget.record(comp)
+            results.append(_item_result(item, comp))
+        return results
+
+
+def _item_result(item, comp) -> ItemResult:
+    res = check(item, comp.text)
+    return ItemResult(
+        item_id=item.id,
+        split=item.split,
+        task=item.task,
+        input=item.input,
+        expected=item.expected,
+        output=comp.text,
+        success=res.success,
+        score=res.score,
+        signature=res.signature,
+        checker_message=res.message,
+        prompt_tokens=comp.prompt_tokens,
+        completion_tokens=comp.completion_tokens,
+        latency_ms=comp.latency_ms,
+        cost_usd=comp.cost_usd,
+        cached=comp.cached,
+    )

@@ -99,8 +99,9 @@ def api_key(monkeypatch):
     return SECRET
 
 
-def provider(server: LlamaServer, timeout_s: float = 60.0) -> OpenAICompatibleProvider:
-    return OpenAICompatibleProvider(server.base_url, MODEL_ALIAS, api_key_env=KEY_ENV, timeout_s=timeout_s)
+def provider(server: LlamaServer, timeout_s: float = 60.0, max_retries: int = 4) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(server.base_url, MODEL_ALIAS, api_key_env=KEY_ENV, timeout_s=timeout_s,
+                                    max_retries=max_retries, backoff_s=0.1)
 
 
 MESSAGES = [
@@ -153,8 +154,8 @@ def test_cache_survives_a_stopped_server(tmp_path, api_key, db):
     assert server.proc.poll() is not None
     again = LLMClient(provider(server, timeout_s=5), db).chat(MESSAGES, PARAMS)
     assert again.cached is True and again.text == first.text
-    with pytest.raises(LLMError, match="cannot reach"):
-        LLMClient(provider(server, timeout_s=5), db).chat(MESSAGES, {**PARAMS, "max_tokens": 5})
+    with pytest.raises(LLMError, match=r"cannot reach .* after 2 attempts"):
+        LLMClient(provider(server, timeout_s=5, max_retries=1), db).chat(MESSAGES, {**PARAMS, "max_tokens": 5})
 
 
 def test_key_sent_as_bearer_but_never_stored(llama_server, api_key, db, monkeypatch):
@@ -178,19 +179,19 @@ def test_key_sent_as_bearer_but_never_stored(llama_server, api_key, db, monkeypa
         for row in rows:
             assert SECRET not in row["j"] and "Bearer" not in row["j"], f"key leaked into genepool.{table}"
     cached = db.fetchone("SELECT request FROM genepool.llm_cache WHERE request_hash = %s", (comp.request_hash,))
-    assert set(cached["request"]) == {"messages", "params"}
+    assert set(cached["request"]) == {"messages", "params", "identity"}
+    assert cached["request"]["identity"]["base_url"] == llama_server.base_url
     assert json.dumps(cached["request"]).find(SECRET) == -1
 
 
 def test_wrong_port_fails_fast_with_clear_message(api_key, db):
     port = free_port()  # nothing listens here
-    client = LLMClient(OpenAICompatibleProvider(f"http://127.0.0.1:{port}/v1", MODEL_ALIAS, KEY_ENV, timeout_s=3), db)
-    start = time.monotonic()
+    client = LLMClient(OpenAICompatibleProvider(f"http://127.0.0.1:{port}/v1", MODEL_ALIAS, KEY_ENV, timeout_s=3,
+                                                max_retries=1, backoff_s=0.05), db)
     with pytest.raises(LLMError) as err:
         client.chat(MESSAGES, PARAMS)
-    assert time.monotonic() - start < 3.5
     msg = str(err.value)
-    assert f"127.0.0.1:{port}" in msg and "cannot reach" in msg
+    assert f"cannot reach http://127.0.0.1:{port}/v1 after 2 attempts" in msg and "ConnectError" in msg
     assert SECRET not in msg
     # A failed call is neither cached nor logged as a completion.
     assert db.fetchone("SELECT count(*) AS n FROM genepool.llm_cache")["n"] == 0

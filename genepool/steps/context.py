@@ -199,8 +199,7 @@ class Meter:
         return None if client is None else Meter(self.gen, self.step, client, self.tracker)
 
     def runner(self) -> BenchmarkRunner:
-        return BenchmarkRunner(self, None, partition_key=self.gen.key,  # type: ignore[arg-type]
-                               variables={"agent_type": self.gen.agent_type})
+        return BenchmarkRunner(self, None, partition_key=self.gen.key)  # type: ignore[arg-type]
 
     def chat(self, messages: list[dict[str, str]], params: dict[str, Any] | None = None, *, purpose: str = "",
              partition_key: str | None = None) -> Completion:

@@ -1,0 +1,120 @@
+"""A STUB OpenAI-compatible server for tests (not a model): ``POST /v1/chat/completions`` on 127.0.0.1.
+
+It answers from a script of actions, one per request, then from ``default``; every request is recorded
+(path, headers, JSON body) and an in-flight counter keeps the peak number of requests served at once.
+The default answer is deterministic: ``echo: <last user message>`` with usage counted as characters/4.
+
+Actions (dicts): ``{"status": 429, "headers": {...}, "body": bytes|str|dict, "delay": s}``, ``{"hang": True}``
+(hold the request open until the server stops), ``{"reply": "text"}`` (a well-formed 200 with that text).
+
+    with StubLLMServer(script=[{"status": 429, "headers": {"Retry-After": "0.1"}}]) as stub:
+        stub.base_url  # http://127.0.0.1:PORT/v1
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def completion_body(text: str, prompt_tokens: int = 3, completion_tokens: int = 2, model: str = "stub") -> dict:
+    return {
+        "id": "stub-1",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+class StubLLMServer:
+    def __init__(self, script: list[dict] | None = None, default: dict | None = None, latency_s: float = 0.0):
+        self.script = list(script or [])
+        self.default = default or {}
+        self.latency_s = latency_s
+        self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                self._answer({"status": 404, "body": {"error": "not found"}})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = None
+                with stub._lock:
+                    stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    action = stub.script.pop(0) if stub.script else stub.default
+                    stub.in_flight += 1
+                    stub.peak_in_flight = max(stub.peak_in_flight, stub.in_flight)
+                try:
+                    if stub.latency_s:
+                        time.sleep(stub.latency_s)
+                    if action.get("hang"):
+                        stub._stop.wait(60)
+                        return
+                    if action.get("delay"):
+                        time.sleep(action["delay"])
+                    if "status" not in action:
+                        user = [m["content"] for m in (body or {}).get("messages", []) if m.get("role") == "user"]
+                        text = action.get("reply", f"echo: {user[-1] if user else ''}")
+                        chars = sum(len(m.get("content", "")) for m in (body or {}).get("messages", []))
+                        action = {"status": 200, "body": completion_body(text, chars // 4 + 1, len(text) // 4 + 1)}
+                    self._answer(action)
+                finally:
+                    with stub._lock:
+                        stub.in_flight -= 1
+
+            def _answer(self, action: dict) -> None:
+                payload = action.get("body", b"")
+                if isinstance(payload, (dict, list)):
+                    payload = json.dumps(payload).encode()
+                elif isinstance(payload, str):
+                    payload = payload.encode()
+                self.send_response(action["status"])
+                for k, v in (action.get("headers") or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="stub-llm-server", daemon=True)
+
+    def __enter__(self) -> StubLLMServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def chat_requests(self) -> int:
+        return sum(1 for r in self.requests if r["path"].endswith("/chat/completions"))
