@@ -463,8 +463,8 @@ class OpenAICompatibleProvider:
             if attempt > self.max_retries:
                 what = f"{self.base_url} failed" if reachable else f"cannot reach {self.base_url}"
                 raise LLMError(
-                    f"{what} after {attempt} attempts (last: {problem}); check the server or raise"
-                    " max_retries/timeout_s, then re-run (answered calls resume from the cache)"
+                    f"{what} after {attempt} attempt{'s' if attempt > 1 else ''} (last: {problem}); check the server"
+                    " or raise max_retries/timeout_s, then re-run (answered calls resume from the cache)"
                 )
             delay = self._backoff(attempt, retry_after)
             log.warning("LLM call to %s: %s; retry %d/%d in %.2fs", self.base_url, problem, attempt,

@@ -58,9 +58,8 @@ class BenchmarkRunner:
     def run_item(self, genome: Genome, item, purpose: str = "rollout") -> ItemResult:
         if self.budget is not None:
             self.budget.check(1)
-        comp = self.llm.chat(
-            genome.messages(item.input, self.variables), genome_params(genome), purpose=purpose, partition_key=self.partition_key
-        )
+        comp = self.llm.chat(genome.messages(item.input, self.variables), genome_params(genome), purpose=purpose,
+                             partition_key=self.partition_key)
         if self.budget is not None:
             self.budget.record(comp)
         return _item_result(item, comp)

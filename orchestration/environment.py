@@ -18,22 +18,28 @@ from resources.langfuse import LangfuseResource
 
 
 def llm_from_env(prefix: str) -> LLMResource:
-    kind = os.environ.get(f"{prefix}_PROVIDER", "llama_cpp")
-    return LLMResource(
-        provider=kind,
-        model_path=os.environ.get(f"{prefix}_MODEL_PATH"),
-        base_url=os.environ.get(f"{prefix}_BASE_URL"),
-        model=os.environ.get(f"{prefix}_MODEL"),
-        api_key_env=os.environ.get(f"{prefix}_API_KEY_ENV", "OPENAI_API_KEY"),
-    )
+    """{prefix}_PROVIDER, _MODEL_PATH, _BASE_URL, _MODEL, _API_KEY_ENV, _N_CTX, _TIMEOUT_S, _MAX_RETRIES,
+    _CONCURRENCY, _RPM_LIMIT, _TPM_LIMIT, _ALLOW_INSECURE_HTTP (validated by genepool.llm)."""
+    from genepool.llm import llm_settings_from_env
+
+    return LLMResource(**llm_settings_from_env(prefix))
 
 
 def optimizer_from_env() -> OptimizerResource:
     """Optimizer settings; GENEPOOL_OPTIMIZER may hold JSON overrides, e.g. {"population_size": 12}."""
+    from genepool.settings import GenerationConfig
+
     raw = os.environ.get("GENEPOOL_OPTIMIZER")
-    overrides = json.loads(raw) if raw else {}
-    if "seed" not in overrides and os.environ.get("GENEPOOL_SEED"):
-        overrides["seed"] = int(os.environ["GENEPOOL_SEED"])
+    try:
+        overrides = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"GENEPOOL_OPTIMIZER is not valid JSON ({exc}); e.g. {{\"population_size\": 12}}") from None
+    if isinstance(overrides, dict) and "seed" not in overrides and os.environ.get("GENEPOOL_SEED"):
+        try:
+            overrides["seed"] = int(os.environ["GENEPOOL_SEED"])
+        except ValueError:
+            raise ValueError(f"GENEPOOL_SEED={os.environ['GENEPOOL_SEED']!r} must be a whole number") from None
+    GenerationConfig.from_overrides(overrides)  # unknown keys, NaN, negative or infinite caps: one clear error
     return OptimizerResource(**overrides)
 
 

@@ -19,6 +19,13 @@ class LLMResource(dg.ConfigurableResource):
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     seed: int = 0
+    n_ctx: int | None = None  # llama_cpp: context size (default 2048); both: prompt limit 8 chars x n_ctx
+    timeout_s: float = 120.0  # per HTTP attempt (openai_compatible)
+    max_retries: int = 4  # on 429/5xx/timeouts/connection errors, with backoff honouring Retry-After
+    llm_concurrency: int = 1  # parallel calls per step (openai_compatible only; llama_cpp stays 1)
+    rpm_limit: int | None = None  # requests/min per (base_url, model), shared through PostgreSQL
+    tpm_limit: int | None = None  # tokens/min per (base_url, model)
+    allow_insecure_http: bool = False  # plain http:// to a non-loopback host
     _client: LLMClient | None = PrivateAttr(default=None)
 
     def client(self, db: Database) -> LLMClient:
@@ -31,5 +38,12 @@ class LLMResource(dg.ConfigurableResource):
                 model=self.model,
                 api_key_env=self.api_key_env,
                 seed=self.seed,
+                n_ctx=self.n_ctx,
+                timeout_s=self.timeout_s,
+                max_retries=self.max_retries,
+                llm_concurrency=self.llm_concurrency,
+                rpm_limit=self.rpm_limit,
+                tpm_limit=self.tpm_limit,
+                allow_insecure_http=self.allow_insecure_http,
             )
         return self._client
