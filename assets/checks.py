@@ -83,17 +83,82 @@ def budget_not_exceeded(
     return dg.AssetCheckResult(passed=used <= limit, metadata={"rollouts": used, "max_rollouts": limit})
 
 
-@dg.asset_check(asset="prompt_registry", description="PostgreSQL refuses UPDATE of a prompt row (immutability).")
+def registry_attacks(conn: psycopg.Connection) -> dict[str, str]:
+    """Try every statement the app must not be able to run on the registry, each in its own savepoint of the
+    caller's transaction (which the caller rolls back). Returns statement -> "refused: ..." or "ALLOWED"."""
+    from genepool.core.genome import Genome
+    from genepool.registry import prompt_id_for
+
+    agent = "__registry_check__"  # a throw-away agent, so no real agent's lock or state is involved
+    g1, g2 = Genome(role="registry check A"), Genome(role="registry check B")
+    a, b = prompt_id_for(agent, g1), prompt_id_for(agent, g2)
+    insert = (
+        "INSERT INTO genepool.prompts (id, agent_type, version, content, genome, genome_canonical, parent_ids)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    )
+    event = "INSERT INTO genepool.prompt_events (prompt_id, agent_type, label, actor) VALUES (%s, %s, %s, 'check')"
+    setup = [
+        (insert, (a, agent, "0.0.1", g1.content(), g1.canonical_json(), g1.canonical_json(), [])),
+        (event, (a, agent, "draft")),
+        (event, (a, agent, "production")),
+        (insert, (b, agent, "0.0.2", g2.content(), g2.canonical_json(), g2.canonical_json(), [])),
+        (event, (b, agent, "draft")),
+    ]
+    g3 = Genome(role="registry check C")
+    c = prompt_id_for(agent, g3)
+    reject_b = (event, (b, agent, "rejected"))  # legitimate, run before the last attack
+    attacks = [
+        ("UPDATE genepool.prompts", "UPDATE genepool.prompts SET content = content", None, None),
+        ("DELETE FROM genepool.prompt_events", "DELETE FROM genepool.prompt_events", None, None),
+        ("TRUNCATE genepool.prompts", "TRUNCATE genepool.prompts CASCADE", None, None),
+        ("TRUNCATE genepool.prompt_events", "TRUNCATE genepool.prompt_events", None, None),
+        ("ALTER TABLE genepool.prompts DISABLE TRIGGER", "ALTER TABLE genepool.prompts DISABLE TRIGGER ALL", None,
+         None),
+        ("DROP TRIGGER prompt_events_checked", "DROP TRIGGER prompt_events_checked ON genepool.prompt_events", None,
+         None),
+        ("forged INSERT (id is not the genome's hash)", insert,
+         ("pr_0000000000000000", agent, "0.0.3", "forged", g2.canonical_json(), g2.canonical_json(), []), None),
+        ("forged INSERT (missing parent)", insert,
+         (c, agent, "0.0.4", g3.content(), g3.canonical_json(), g3.canonical_json(), ["pr_ffffffffffffffff"]), None),
+        ("forged production event (second production prompt)", event, (b, agent, "production"), None),
+        ("forged production event (rejected -> production)", event, (b, agent, "production"), reject_b),
+    ]
+    out: dict[str, str] = {}
+    for sql_text, params in setup:  # legitimate rows (they must be accepted, or the attacks prove nothing)
+        conn.execute(sql_text, params)
+    for name, sql_text, params, before in attacks:
+        if before is not None:
+            conn.execute(*before)
+        conn.execute("SAVEPOINT registry_attack")
+        try:
+            conn.execute(sql_text, params)
+            out[name] = "ALLOWED"
+        except psycopg.Error as exc:
+            out[name] = "refused: " + (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        conn.execute("ROLLBACK TO SAVEPOINT registry_attack")
+    return out
+
+
+@dg.asset_check(
+    asset="prompt_registry",
+    description="PostgreSQL refuses every forbidden statement on the registry as the app's role: UPDATE, DELETE, "
+    "TRUNCATE, ALTER TABLE ... DISABLE TRIGGER, DROP TRIGGER, a forged prompt and forged production events "
+    "(all tried in one transaction that is rolled back).",
+)
 def registry_immutable(postgres: PostgresResource) -> dg.AssetCheckResult:
     db = postgres.database()
-    try:
-        with db.connection() as conn:
-            conn.execute("SAVEPOINT immut")
-            conn.execute("UPDATE genepool.prompts SET content = content")
-            conn.execute("ROLLBACK TO SAVEPOINT immut")
-        return dg.AssetCheckResult(passed=False, metadata={"error": "an UPDATE of genepool.prompts was allowed"})
-    except psycopg.errors.InsufficientPrivilege as exc:
-        return dg.AssetCheckResult(passed=True, metadata={"refused_with": str(exc).splitlines()[0]})
+    with db.connection() as conn, conn.transaction(force_rollback=True):
+        outcomes = registry_attacks(conn)
+    allowed = [k for k, v in outcomes.items() if v == "ALLOWED"]
+    return dg.AssetCheckResult(
+        passed=not allowed,
+        metadata={
+            "allowed": ", ".join(allowed) or "none",
+            "outcomes": dg.MetadataValue.json(outcomes),
+            **({"fix": "the app connects as the owner of the registry tables; give it the genepool_app role "
+                       "(README 'External PostgreSQL')"} if allowed else {}),
+        },
+    )
 
 
 GENERATION_CHECKS = [traces_schema, front_not_empty, promoted_no_control_regression, budget_not_exceeded]

@@ -110,13 +110,11 @@ def approve(
     approver = _require(approver, "approver", "give the approver's name (--by NAME, or the Approver field)")
     hooks = [h for h in (langfuse_hook(langfuse), on_approved) if h is not None]  # bad hooks fail before
     reg = PromptRegistry(db)
-    rec = reg.get(prompt_id)
-    if rec.state != "candidate":
-        raise ApprovalError(
-            f"prompt {prompt_id} ({rec.agent_type} v{rec.version}) is {rec.state!r}, not 'candidate'; "
-            "only candidates can be approved (list them with `genepool prompts --state candidate`)"
-        )
-    record = reg.approve(prompt_id, approver, (reason or "").strip())
+    reg.get(prompt_id)  # "no prompt with id ..." before anything else
+    try:  # the state is checked inside the agent's locked transaction that writes the events
+        record = reg.approve(prompt_id, approver, (reason or "").strip())
+    except RegistryError as exc:
+        raise ApprovalError(str(exc)) from None
     for hook in hooks:
         try:
             hook(record)
@@ -130,14 +128,11 @@ def reject(db: Database, prompt_id: str, actor: str, reason: str = "") -> Prompt
     prompt_id = _require(prompt_id, "prompt id", "pass the id of a candidate prompt")
     actor = _require(actor, "approver", "give the reviewer's name (--by NAME, or the Approver field)")
     reg = PromptRegistry(db)
-    rec = reg.get(prompt_id)
-    if rec.state == "rejected":
-        raise ApprovalError(f"prompt {prompt_id} is already rejected; nothing to do")
-    if rec.state == "production":
-        raise ApprovalError(
-            f"prompt {prompt_id} is in production and cannot be rejected; approve another candidate to replace it"
-        )
-    reg.reject(prompt_id, actor, (reason or "").strip())
+    reg.get(prompt_id)  # "no prompt with id ..." before anything else
+    try:  # the state is checked inside the agent's locked transaction that writes the event
+        reg.reject(prompt_id, actor, (reason or "").strip())
+    except RegistryError as exc:
+        raise ApprovalError(str(exc)) from None
     return reg.get(prompt_id)
 
 
@@ -225,9 +220,7 @@ def compare_on_role(
         p_stats = _stats([prod[i] for i in common])
         wins = sum(1 for i in common if cand[i]["success"] and not prod[i]["success"])
         losses = sum(1 for i in common if prod[i]["success"] and not cand[i]["success"])
-        delta = {
-            k: c_stats[k] - p_stats[k] for k in ("success_rate", "avg_tokens", "avg_latency_ms", "avg_score")
-        }
+        delta = {k: c_stats[k] - p_stats[k] for k in ("success_rate", "avg_tokens", "avg_latency_ms", "avg_score")}
         note = "" if len(common) == len(cand) else f"compared on the {len(common)} of {len(cand)} items both ran"
     else:
         c_stats, p_stats, wins, losses, delta = _stats(list(cand.values())), None, None, None, None
@@ -311,12 +304,13 @@ def pareto_points(db: Database, agent_type: str, states: dict[str, str] | None =
         if rows:
             break
     states = states or {}
-    points = [
-        {**r, "on_front": r["prompt_id"] in front, "state": states.get(r["prompt_id"])}
-        for r in rows
-    ]
-    return {"experiment_id": exp["id"], "generation": exp["generation"], "role": role if rows else None,
-            "points": points}
+    points = [{**r, "on_front": r["prompt_id"] in front, "state": states.get(r["prompt_id"])} for r in rows]
+    return {
+        "experiment_id": exp["id"],
+        "generation": exp["generation"],
+        "role": role if rows else None,
+        "points": points,
+    }
 
 
 def candidates_overview(db: Database, agent_type: str) -> dict[str, Any]:
@@ -332,8 +326,7 @@ def candidates_overview(db: Database, agent_type: str) -> dict[str, Any]:
     reg = PromptRegistry(db)
     all_prompts = reg.list(agent_type)
     if not all_prompts:
-        known = [r["agent_type"] for r in db.fetchall(
-            "SELECT DISTINCT agent_type FROM genepool.prompts ORDER BY 1")]
+        known = [r["agent_type"] for r in db.fetchall("SELECT DISTINCT agent_type FROM genepool.prompts ORDER BY 1")]
         raise ApprovalError(
             f"agent type {agent_type!r} has no prompts; known agent types: {', '.join(known) or '(none yet)'}"
         )

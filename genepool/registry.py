@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from genepool.core.genome import Genome, render_template
 from genepool.db import Database
+
+log = logging.getLogger(__name__)
 
 LIFECYCLE = ("draft", "experimental", "candidate", "production", "archived", "rejected")
 LABEL_ALIASES = {"prod": "production", "production": "production", "latest": None}
@@ -42,8 +45,9 @@ class PromptRecord:
 
     def render(self, user_input: str, variables: dict[str, Any] | None = None) -> list[dict[str, str]]:
         """Chat messages for one request (system from the stored template, few-shot turns, user)."""
-        msgs = self.genome.messages(user_input, variables)
-        msgs[0]["content"] = render_template(self.content, variables)
+        values = {"agent_type": self.agent_type, **(variables or {})}
+        msgs = self.genome.messages(user_input, values)
+        msgs[0]["content"] = render_template(self.content, values, field=f"prompt {self.id} content")
         return msgs
 
     @property
@@ -53,17 +57,85 @@ class PromptRecord:
 
 
 def prompt_id_for(agent_type: str, genome: Genome) -> str:
+    """``pr_`` + 16 hex of sha256(agent type, newline, canonical genome JSON); the database computes the same
+    from ``genome_canonical`` (genepool.prompt_id_of in migration 0004) and refuses a row whose id differs."""
     digest = hashlib.sha256(f"{agent_type}\n{genome.canonical_json()}".encode()).hexdigest()
     return f"pr_{digest[:16]}"
 
 
+# The lifecycle: forward along ORDER (steps may be skipped, e.g. a seed goes draft -> production), rejected only
+# before production, archived only from production, nothing after archived or rejected. The database applies
+# the same table (genepool.lifecycle_move_allowed); tests compare the two on every pair.
+ORDER = ("draft", "experimental", "candidate", "production")
+REJECTABLE = ("draft", "experimental", "candidate")
+
+
+def transition_allowed(current: str | None, new: str) -> bool:
+    """Whether a prompt in state ``current`` (None: no event yet) may move to ``new``."""
+    if new == "rejected":
+        return current in REJECTABLE
+    if new == "archived":
+        return current == "production"
+    if new not in ORDER:
+        return False
+    if current is None:
+        return new in REJECTABLE
+    if current not in REJECTABLE:
+        return False
+    return ORDER.index(new) > ORDER.index(current)
+
+
+def _refusal(rec: PromptRecord, current: str | None, new: str, only_from: tuple[str, ...] | None) -> str:
+    where = f"prompt {rec.id} ({rec.agent_type} v{rec.version}) is {current!r}"
+    if new == "production" and only_from == ("candidate",):
+        return (
+            f"{where}, not 'candidate'; only candidates can be approved "
+            "(list them with `genepool prompts --state candidate`)"
+        )
+    if new == "rejected" and current == "rejected":
+        return f"prompt {rec.id} is already rejected; nothing to do"
+    if new == "rejected" and current == "production":
+        return f"prompt {rec.id} is in production and cannot be rejected; approve another candidate to replace it"
+    if new == "rejected":
+        return f"{where}; only a draft, experimental or candidate prompt can be rejected"
+    return (
+        f"{where} and cannot move to {new!r}: the lifecycle is draft -> experimental -> candidate -> "
+        "production -> archived, rejected only before production"
+    )
+
+
+_content_warned: set[str] = set()
+
+
 def _record(row: dict) -> PromptRecord:
+    """A row as a record, after checking it is what genepool wrote: its id is its genome's hash (rows older than
+    migration 0004 were never checked by the database). The content served is the genome's own template."""
+    genome = Genome.from_dict(row["genome"])
+    canonical = row.get("genome_canonical")  # checked by the database on insert (migration 0004)
+    if canonical is not None:
+        digest = hashlib.sha256(f"{row['agent_type']}\n{canonical}".encode()).hexdigest()
+        hashed_ok = f"pr_{digest[:16]}" == row["id"] and json.loads(canonical) == row["genome"]
+    else:
+        hashed_ok = prompt_id_for(row["agent_type"], genome) == row["id"]
+    if not hashed_ok:
+        raise RegistryError(
+            f"prompt {row['id']!r} in genepool.prompts is not the hash of its genome (a row written outside "
+            "genepool?); it is not served: register the genome again with PromptRegistry.register"
+        )
+    content = genome.content()  # what is served comes from the verified genome, never from the content column
+    if row["content"] != content and row["id"] not in _content_warned:
+        _content_warned.add(row["id"])
+        log.warning(
+            "prompt %s: the stored content differs from its genome's template (written outside genepool, or by an "
+            "older version); serving the genome's",
+            row["id"],
+        )
     return PromptRecord(
         id=row["id"],
         agent_type=row["agent_type"],
         version=row["version"],
-        content=row["content"],
-        genome=Genome.from_dict(row["genome"]),
+        content=content,
+        genome=genome,
         parent_ids=tuple(row["parent_ids"] or ()),
         experiment_id=row["experiment_id"],
         generation=row["generation"],
@@ -99,20 +171,22 @@ class PromptRegistry:
     ) -> PromptRecord:
         """Store a prompt (idempotent: the same agent and genome give the same id and row)."""
         pid = prompt_id_for(agent_type, genome)
+        canonical = genome.canonical_json()
         with self.db.connection() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (agent_type,))
             existing = conn.execute("SELECT id FROM genepool.prompts WHERE id = %s", (pid,)).fetchone()
             if existing is None:
                 version = self._next_version(conn, agent_type, generation)
                 conn.execute(
-                    "INSERT INTO genepool.prompts (id, agent_type, version, content, genome, parent_ids,"
-                    " experiment_id, generation, operator) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    "INSERT INTO genepool.prompts (id, agent_type, version, content, genome, genome_canonical,"
+                    " parent_ids, experiment_id, generation, operator) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                     (
                         pid,
                         agent_type,
                         version,
                         genome.content(),
-                        json.dumps(genome.to_dict()),
+                        canonical,
+                        canonical,
                         list(parent_ids),
                         experiment_id,
                         generation,
@@ -135,18 +209,46 @@ class PromptRegistry:
         ).fetchone()["n"]
         return f"1.{generation}.{n}"
 
-    def label(
-        self, prompt_id: str, label: str, actor: str, reason: str = "", details: dict | None = None
-    ) -> None:
-        """Append a lifecycle event. ``production`` archives the agent's previous production prompt."""
+    def label(self, prompt_id: str, label: str, actor: str, reason: str = "", details: dict | None = None) -> None:
+        """Append a lifecycle event, checked against the lifecycle inside the agent's locked transaction.
+
+        ``production`` archives the agent's previous production prompt in the same transaction.
+        """
+        self._move(prompt_id, label, actor, reason, details)
+
+    def _move(
+        self,
+        prompt_id: str,
+        label: str,
+        actor: str,
+        reason: str = "",
+        details: dict | None = None,
+        *,
+        only_from: tuple[str, ...] | None = None,
+    ) -> str | None:
+        """Check and append one transition under the agent's advisory lock; returns the state it left.
+
+        The current state is read after the lock is taken, in the transaction that writes the event, so two
+        concurrent moves of one agent's prompts are serialised and the second sees the first's result. The
+        database checks the same rules again (migration 0004), whoever writes the event.
+        """
         label = LABEL_ALIASES.get(label, label) or label
         if label not in LIFECYCLE:
             raise RegistryError(f"label {label!r} is not a lifecycle state; use one of {', '.join(LIFECYCLE)}")
-        rec = self.get(prompt_id)
+        rec = self.get(prompt_id)  # agent_type never changes (rows are immutable)
         with self.db.connection() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (rec.agent_type,))
+            row = conn.execute(
+                "SELECT label FROM genepool.prompt_events WHERE prompt_id = %s ORDER BY id DESC LIMIT 1",
+                (prompt_id,),
+            ).fetchone()
+            current = row["label"] if row else None
+            if only_from is not None and current not in only_from:
+                raise RegistryError(_refusal(rec, current, label, only_from))
+            if not transition_allowed(current, label):
+                raise RegistryError(_refusal(rec, current, label, None))
             if label == "production":
-                for row in conn.execute(
+                for old in conn.execute(
                     "SELECT prompt_id FROM genepool.prompt_state WHERE agent_type = %s AND state = 'production'"
                     " AND prompt_id <> %s",
                     (rec.agent_type, prompt_id),
@@ -154,31 +256,67 @@ class PromptRegistry:
                     conn.execute(
                         "INSERT INTO genepool.prompt_events (prompt_id, agent_type, label, actor, reason)"
                         " VALUES (%s,%s,'archived',%s,%s)",
-                        (row["prompt_id"], rec.agent_type, actor, f"replaced in production by {prompt_id}"),
+                        (old["prompt_id"], rec.agent_type, actor, f"replaced in production by {prompt_id}"),
                     )
             conn.execute(
                 "INSERT INTO genepool.prompt_events (prompt_id, agent_type, label, actor, reason, details)"
                 " VALUES (%s,%s,%s,%s,%s,%s)",
                 (prompt_id, rec.agent_type, label, actor, reason, json.dumps(details or {})),
             )
+        return current
+
+    def seed_production(self, agent_type: str, genome: Genome, actor: str, reason: str) -> PromptRecord:
+        """The agent's production prompt; its seed genome goes to production only if the agent has no prompt at
+        all. An agent with prompts but none in production is an error naming the fix, never a silent re-seed
+        (that would put the seed back in production behind the reviewers' backs). Atomic under the agent's lock.
+        """
+        pid = prompt_id_for(agent_type, genome)
+        canonical = genome.canonical_json()
+        with self.db.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (agent_type,))
+            states = conn.execute(
+                "SELECT prompt_id, state FROM genepool.prompt_state WHERE agent_type = %s"
+                " ORDER BY created_at, prompt_id",
+                (agent_type,),
+            ).fetchall()
+            prod = [r["prompt_id"] for r in states if r["state"] == "production"]
+            if not prod and states:
+                cands = [r["prompt_id"] for r in states if r["state"] == "candidate"]
+                raise RegistryError(
+                    f"agent {agent_type!r} has {len(states)} prompts but none in production; genepool does not "
+                    "re-seed it silently: approve one with `genepool approve PROMPT_ID --by NAME --reason TEXT` "
+                    f"(candidates: {', '.join(cands) or 'none; run a generation to propose some'})"
+                )
+            if not prod:
+                conn.execute(
+                    "INSERT INTO genepool.prompts (id, agent_type, version, content, genome, genome_canonical,"
+                    " parent_ids, experiment_id, generation, operator) VALUES (%s,%s,%s,%s,%s,%s,'{}',NULL,0,'seed')",
+                    (pid, agent_type, self._next_version(conn, agent_type, 0), genome.content(), canonical, canonical),
+                )
+                for label, why in (("draft", "registered by seed"), ("production", reason)):
+                    conn.execute(
+                        "INSERT INTO genepool.prompt_events (prompt_id, agent_type, label, actor, reason)"
+                        " VALUES (%s,%s,%s,%s,%s)",
+                        (pid, agent_type, label, actor, why),
+                    )
+                prod = [pid]
+        return self.get(prod[0])
 
     def approve(self, prompt_id: str, approver: str, reason: str) -> PromptRecord:
-        """Human approval: a ``candidate`` becomes ``production``; the old production is archived."""
+        """Human approval: a ``candidate`` becomes ``production``; the old production is archived.
+
+        The candidate state is checked inside the locked transaction that writes the events.
+        """
         if not approver.strip():
             raise RegistryError("approve needs the approver's name (--by NAME)")
-        rec = self.get(prompt_id)
-        if rec.state != "candidate":
-            raise RegistryError(
-                f"prompt {prompt_id} is {rec.state!r}, not 'candidate'; only candidates can be approved"
-            )
-        self.label(prompt_id, "production", approver, reason)
+        self._move(prompt_id, "production", approver, reason, only_from=("candidate",))
         return self.get(prompt_id)
 
     def reject(self, prompt_id: str, actor: str, reason: str) -> None:
-        rec = self.get(prompt_id)
-        if rec.state == "production":
-            raise RegistryError(f"prompt {prompt_id} is in production; approve another prompt to replace it")
-        self.label(prompt_id, "rejected", actor, reason)
+        """A person's rejection of a prompt not yet in production (checked inside the locked transaction)."""
+        if not actor.strip():
+            raise RegistryError("reject needs the reviewer's name (--by NAME)")
+        self._move(prompt_id, "rejected", actor, reason, only_from=REJECTABLE)
 
     # --- reads --------------------------------------------------------------------------------
     def get(self, prompt_id: str) -> PromptRecord:
@@ -239,6 +377,17 @@ class PromptRegistry:
         if not rows:
             raise RegistryError(f"no prompt with id {prompt_id!r}")
         return [_record(r) for r in rows]
+
+    def decisions(self, prompt_ids: list[str] | tuple[str, ...]) -> dict[str, list[dict]]:
+        """Who put each prompt in production, rejected or archived it, and why (oldest first)."""
+        out: dict[str, list[dict]] = {pid: [] for pid in prompt_ids}
+        for r in self.db.fetchall(
+            "SELECT prompt_id, label, actor, reason, created_at FROM genepool.prompt_events"
+            " WHERE prompt_id = ANY(%s) AND label IN ('production', 'rejected', 'archived') ORDER BY id",
+            (list(prompt_ids),),
+        ):
+            out[r.pop("prompt_id")].append(r)
+        return out
 
     def history(self, prompt_id: str) -> list[dict]:
         return self.db.fetchall(

@@ -26,10 +26,10 @@ from pathlib import Path
 from genepool.config import DEFAULT_AGENT, dagster_home, data_dir
 
 
-def _db():
+def _db(start: bool = False):
     from genepool.db import Database
 
-    return Database.from_env()
+    return Database.from_env(start=start)  # only demo/run start a stopped embedded server
 
 
 def write_dagster_yaml() -> Path:
@@ -286,7 +286,7 @@ def cmd_demo(args) -> None:
     if getattr(args, "cmd", None) == "demo":  # first step: one completion in a child process (a crash -> the fix)
         cmd_doctor(args)
     print(f"genepool demo: data folder {data_dir()}")
-    db = _db()
+    db = _db(start=True)
     print(f"PostgreSQL ready ({'external' if os.environ.get('GENEPOOL_DATABASE_URL') else 'embedded'}); "
           f"Dagster home {dagster_home()}")
     out = run_generation_in_dagster(args.agent, args.generation, metrics=not args.no_metrics)
@@ -323,9 +323,17 @@ def cmd_prompts(args) -> None:
 def cmd_lineage(args) -> None:
     from genepool.registry import PromptRegistry
 
-    for p in PromptRegistry(_db()).lineage(args.prompt_id):
+    reg = PromptRegistry(_db())
+    chain = reg.lineage(args.prompt_id)
+    decided = reg.decisions([p.id for p in chain])
+    for p in chain:
+        said = "; ".join(f"{_VERB[e['label']]} by {e['actor']}: {json.dumps(e['reason'][:120], ensure_ascii=False)}"
+                         for e in decided[p.id])
         print(f"{p.id}  v{p.version:<8} {p.state or '-':<13} {p.operator:<20} parents: {', '.join(p.parent_ids) or '-'}"
-              f"  experiment: {p.experiment_id or '-'}")
+              f"  experiment: {p.experiment_id or '-'}" + (f"  | {said}" if said else ""))
+
+
+_VERB = {"production": "approved", "rejected": "rejected", "archived": "archived"}
 
 
 def cmd_show(args) -> None:
@@ -333,9 +341,15 @@ def cmd_show(args) -> None:
 
     reg = PromptRegistry(_db())
     p = reg.get(args.prompt_id) if args.prompt_id else reg.get_prompt(args.agent, args.label)
+    decided = reg.decisions([p.id])[p.id]
+    approval = next((e for e in reversed(decided) if e["label"] == "production"), None)
     print(json.dumps({"id": p.id, "agent_type": p.agent_type, "version": p.version, "state": p.state,
                       "content": p.content, "genome": p.genome.to_dict(), "parents": p.parent_ids,
-                      "experiment": p.experiment_id}, indent=2))
+                      "experiment": p.experiment_id,
+                      "approved_by": approval["actor"] if approval else None,
+                      "approval_reason": approval["reason"] if approval else None,
+                      "decisions": [{"label": e["label"], "actor": e["actor"], "reason": e["reason"],
+                                     "at": e["created_at"].isoformat()} for e in decided]}, indent=2))
 
 
 def cmd_approve(args) -> None:
@@ -376,6 +390,8 @@ def cmd_db(args) -> None:
 
     if args.action == "url":
         print(redact(resolve_urls().genepool))
+    elif args.action == "start":
+        print(f"PostgreSQL running: {redact(resolve_urls(start=True).genepool)}")
     elif args.action == "stop":
         print("stopped" if stop_embedded() else "not running")
 
@@ -428,13 +444,27 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_dbt_prepare)
     s = sub.add_parser("db", help="the embedded PostgreSQL")
-    s.add_argument("action", choices=["url", "stop"])
+    s.add_argument("action", choices=["url", "start", "stop"])
     s.set_defaults(fn=cmd_db)
     args = p.parse_args(argv)
     try:
         args.fn(args)
     except (LookupError, ValueError) as exc:  # registry/approval/config errors carry the fix in their message
         print(f"genepool: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as exc:  # PostgreSQL down or gone mid-command: one line (URL redacted, how to start it)
+        import psycopg
+
+        from genepool.db import DatabaseUnavailable
+
+        if isinstance(exc, DatabaseUnavailable):
+            print(f"genepool: {exc}", file=sys.stderr)
+        elif isinstance(exc, psycopg.OperationalError):
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            print(f"genepool: lost the connection to PostgreSQL ({first[:200]}); `genepool db start` starts the "
+                  "embedded server, or check GENEPOOL_DATABASE_URL, then run the command again", file=sys.stderr)
+        else:
+            raise
         raise SystemExit(2) from None
 
 

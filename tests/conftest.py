@@ -72,6 +72,21 @@ def db(db_url) -> Database:
 
 
 @pytest.fixture
+def app_role_urls(pg_server_url):
+    """A fresh database migrated by its owner, with the app role (genepool_app, SELECT/INSERT only on the
+    registry) granted: ``.owner`` is the owner's URL, ``.app`` the app role's (what genepool connects as)."""
+    from types import SimpleNamespace
+
+    url = _new_database(pg_server_url, "gpapp")
+    try:
+        postgres.ensure_app_role(pg_server_url)
+    except psycopg.Error as exc:  # an external test server whose user may not create roles
+        pytest.skip(f"cannot create the app role on the test server: {exc}")
+    migrate(url, app_role=postgres.APP_ROLE)
+    return SimpleNamespace(owner=url, app=postgres.with_user(url, postgres.APP_ROLE))
+
+
+@pytest.fixture
 def fresh_database_url(pg_server_url):
     """Factory of fresh, empty (unmigrated) databases on the test server."""
     return lambda prefix="t": _new_database(pg_server_url, re.sub(r"\W", "_", prefix))
