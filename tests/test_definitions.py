@@ -11,14 +11,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from assets.partitions import GENERATIONS
 from genepool.agents import get_agent
 from genepool.core.genome import Example
+from genepool.registry import PromptRegistry
 from orchestration.definitions import defs
 from orchestration.jobs import approval_job
-from assets.partitions import GENERATIONS
 from resources import PostgresResource
 from resources.langfuse import LangfuseResource
-from genepool.registry import PromptRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATION_ASSETS = ["traces", "failure_clusters", "mutated_population", "experiment_results", "pareto_front",
