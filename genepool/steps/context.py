@@ -199,7 +199,8 @@ class Meter:
         return None if client is None else Meter(self.gen, self.step, client, self.tracker)
 
     def runner(self) -> BenchmarkRunner:
-        return BenchmarkRunner(self, None, partition_key=self.gen.key)  # type: ignore[arg-type]
+        return BenchmarkRunner(self, None, partition_key=self.gen.key,  # type: ignore[arg-type]
+                               variables={"agent_type": self.gen.agent_type})
 
     def chat(self, messages: list[dict[str, str]], params: dict[str, Any] | None = None, *, purpose: str = "",
              partition_key: str | None = None) -> Completion:
@@ -219,3 +220,28 @@ class Meter:
         store.add_spend(self.db, self.gen.key, self.step, 1, comp.total_tokens, 0.0 if comp.cached else comp.cost_usd,
                         self.client.calls_made - made)
         return comp
+
+    def chat_many(self, requests: list[tuple[list[dict[str, str]], dict[str, Any] | None]], *, purpose: str = "",
+                  partition_key: str | None = None) -> list[Completion]:
+        """``LLMClient.chat_many`` within the budget: what ALL the calls may cost at most is checked (and
+        reserved against the daily cap) before any is made, then each completion is recorded in order."""
+        bounds = []
+        for messages, params in requests:
+            p = normalise_params(params or {})
+            tokens = upper_bound_tokens(messages, p["max_tokens"])
+            bounds.append((tokens, self.client.cost_table.cost(self.client.model, tokens - p["max_tokens"],
+                                                               p["max_tokens"])))
+        tokens, usd = sum(b[0] for b in bounds), sum(b[1] for b in bounds)
+        self.tracker.check(len(requests), tokens=tokens, usd=usd)
+        cap = self.gen.config.max_usd_per_day
+        reservation = store.reserve_daily_usd(self.db, cap, usd, self.gen.key) if cap is not None else None
+        try:
+            made = self.client.calls_made
+            comps = self.client.chat_many(requests, purpose=purpose, partition_key=partition_key or self.gen.key)
+        finally:
+            store.release_daily_usd(self.db, reservation)
+        for comp in comps:
+            self.tracker.record(comp)
+        store.add_spend(self.db, self.gen.key, self.step, len(comps), sum(c.total_tokens for c in comps),
+                        sum(0.0 if c.cached else c.cost_usd for c in comps), self.client.calls_made - made)
+        return comps
