@@ -27,10 +27,19 @@ def llm_from_env(prefix: str) -> LLMResource:
 
 def optimizer_from_env() -> OptimizerResource:
     """Optimizer settings; GENEPOOL_OPTIMIZER may hold JSON overrides, e.g. {"population_size": 12}."""
+    from genepool.settings import GenerationConfig
+
     raw = os.environ.get("GENEPOOL_OPTIMIZER")
-    overrides = json.loads(raw) if raw else {}
-    if "seed" not in overrides and os.environ.get("GENEPOOL_SEED"):
-        overrides["seed"] = int(os.environ["GENEPOOL_SEED"])
+    try:
+        overrides = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"GENEPOOL_OPTIMIZER is not valid JSON ({exc}); e.g. {{\"population_size\": 12}}") from None
+    if isinstance(overrides, dict) and "seed" not in overrides and os.environ.get("GENEPOOL_SEED"):
+        try:
+            overrides["seed"] = int(os.environ["GENEPOOL_SEED"])
+        except ValueError:
+            raise ValueError(f"GENEPOOL_SEED={os.environ['GENEPOOL_SEED']!r} must be a whole number") from None
+    GenerationConfig.from_overrides(overrides)  # unknown keys, NaN, negative or infinite caps: one clear error
     return OptimizerResource(**overrides)
 
 
