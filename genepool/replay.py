@@ -6,15 +6,17 @@ answer to a JSONL file, one line per distinct request, keyed by a content hash. 
 to ``<path>.partial`` and moved into place by ``close()``, so an interrupted recording never replaces
 a good one.
 
-``ReplayProvider(path)`` serves those answers under the recorded identity, so ``LLMClient`` computes
-the same cache keys it did while recording. A request the recording does not hold raises
-``UnseenRequestError`` naming its short hash and the start of the last user message. Because callers
-may catch exceptions from a model call (a failed reflection must not stop breeding), every miss is
-also kept in ``ReplayProvider.misses``; ``assert_complete()`` raises if there was any.
+``ReplayProvider(path)`` serves those answers under the recorded identity (name, model and the inner
+provider's ``cache_identity()``), so ``LLMClient`` computes the same cache keys it did while recording.
+A request the recording does not hold raises ``UnseenRequestError`` naming its short hash and the start
+of the last user message. Because callers may catch exceptions from a model call (a failed reflection
+must not stop breeding), every miss is also kept in ``ReplayProvider.misses``; ``assert_complete()``
+raises if there was any.
 
 The file format (one JSON object per line)::
 
     {"key": "<sha256>", "provider": "llama_cpp", "model": "X.gguf", "messages": [...], "params": {...},
+     "cache_identity": {...} or null,
      "response": {"text": "...", "prompt_tokens": 12, "completion_tokens": 3, "latency_ms": 41.0}}
 """
 
@@ -84,6 +86,7 @@ class Recorded:
     messages: list[dict[str, str]]
     params: dict[str, Any]
     response: RawCompletion
+    cache_identity: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -93,6 +96,7 @@ class Recorded:
                 "model": self.model,
                 "messages": self.messages,
                 "params": self.params,
+                "cache_identity": self.cache_identity,
                 "response": {
                     "text": self.response.text,
                     "prompt_tokens": self.response.prompt_tokens,
@@ -106,7 +110,8 @@ class Recorded:
 
 
 class RecordingProvider:
-    """Passes requests to ``inner`` and records each distinct request and its answer (see module doc)."""
+    """Passes requests to ``inner`` and records each distinct request and its answer (see module doc).
+    Other attributes (``cache_identity``, ``max_prompt_chars``, ...) are the inner provider's."""
 
     def __init__(self, inner: Provider, path: str | os.PathLike[str]):
         self.inner = inner
@@ -118,7 +123,19 @@ class RecordingProvider:
         self._file = self._partial.open("w", encoding="utf-8")
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        self._identity: dict[str, Any] | None = None
         self.recorded = 0
+
+    def __getattr__(self, name: str) -> Any:  # only called for attributes not set above
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _cache_identity(self) -> dict[str, Any] | None:
+        if self._identity is None:
+            fn = getattr(self.inner, "cache_identity", None)
+            self._identity = canonical_params(fn()) if fn else {}
+        return self._identity or None
 
     def complete(self, messages: list[dict[str, str]], params: dict[str, Any]) -> RawCompletion:
         raw = self.inner.complete(messages, params)
@@ -128,7 +145,9 @@ class RecordingProvider:
                 raise ReplayError(f"the recording {self.path} is already closed; start a new RecordingProvider")
             if key not in self._seen:
                 self._seen.add(key)
-                rec = Recorded(key, self.name, self.model, [dict(m) for m in messages], canonical_params(params), raw)
+                messages_copy = [dict(m) for m in messages]
+                ident = self._cache_identity()
+                rec = Recorded(key, self.name, self.model, messages_copy, canonical_params(params), raw, ident)
                 self._file.write(rec.to_json() + "\n")
                 self._file.flush()
                 self.recorded += 1
@@ -210,13 +229,16 @@ def _parse_line(obj: Any, where: str) -> Recorded:
         completion_tokens=_field(resp, "completion_tokens", int, where + " response"),
         latency_ms=float(_field(resp, "latency_ms", (int, float), where + " response")),
     )
+    ident = obj.get("cache_identity")
+    if ident is not None and not isinstance(ident, dict):
+        raise ReplayError(f"{where}: field 'cache_identity' has type {type(ident).__name__}; {RERECORD_HINT}")
     expected = request_key(provider, model, messages, params)
     if key != expected:
         raise ReplayError(
             f"{where}: key {key[:12]} does not match the request's content ({expected[:12]}): the line was edited "
             f"or recorded with another key scheme; {RERECORD_HINT}"
         )
-    return Recorded(key, provider, model, messages, params, response)
+    return Recorded(key, provider, model, messages, params, response, ident)
 
 
 class ReplayProvider:
@@ -238,6 +260,10 @@ class ReplayProvider:
             raise ReplayError("pass both name= and model= (or neither, to take them from the recording)")
         self.name: str = name
         self.model: str = model
+        identities_seen = {json.dumps(r.cache_identity, sort_keys=True) for r in self.records.values()}
+        if len(identities_seen) > 1:
+            raise ReplayError(f"recording {self.path} mixes cache identities (several model files?); {RERECORD_HINT}")
+        self._cache_identity: dict[str, Any] | None = next(iter(self.records.values())).cache_identity
         self.served: dict[str, int] = {}
         self.misses: list[str] = []
         self._lock = threading.Lock()
@@ -256,6 +282,10 @@ class ReplayProvider:
                 raise UnseenRequestError(msg)
             self.served[key] = self.served.get(key, 0) + 1
         return rec.response
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The recorded provider's cache identity (model file hash, n_ctx, seed ...), without the model file."""
+        return dict(self._cache_identity or {})
 
     def unused(self) -> list[str]:
         """Keys of recorded requests that were never asked for."""

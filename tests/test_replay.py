@@ -28,10 +28,14 @@ class ScriptedProvider:
 
     name = "scripted"
     model = "script-1"
+    max_prompt_chars = 10_000
 
     def __init__(self, answers: dict[str, str]):
         self.answers = answers
         self.calls = 0
+
+    def cache_identity(self):
+        return {"model_sha256": "ab" * 32, "seed": 0}
 
     def complete(self, messages, params):
         self.calls += 1
@@ -63,6 +67,8 @@ def test_recording_then_replay_serves_the_same_answers_without_the_model(tmp_pat
 
     replay = ReplayProvider(path)
     assert (replay.name, replay.model) == ("scripted", "script-1")  # the identity the cache keys use
+    assert replay.cache_identity() == {"model_sha256": "ab" * 32, "seed": 0}  # without the model file
+    assert rec.max_prompt_chars == 10_000  # the recorder shows the inner provider's other attributes
     again = [replay.complete(_msgs(a), PARAMS) for a in ("hi", "2+2?", "hi")]
     assert again == outs
     assert replay.served == {lines[0]["key"]: 2, lines[1]["key"]: 1}
