@@ -78,7 +78,11 @@ class BenchmarkRunner:
         if self.budget is not None:
             self.budget.check(len(items))
         requests = [(genome.messages(item.input, self.variables), genome_params(genome)) for item in items]
-        comps = self.llm.chat_many(requests, purpose=purpose, partition_key=self.partition_key)
+        chat_many = getattr(self.llm, "chat_many", None)  # a client wrapper without it runs the calls in turn
+        if chat_many is not None:
+            comps = chat_many(requests, purpose=purpose, partition_key=self.partition_key)
+        else:
+            comps = [self.llm.chat(m, p, purpose=purpose, partition_key=self.partition_key) for m, p in requests]
         results = []
         for item, comp in zip(items, comps, strict=True):
             if self.budget is not None:

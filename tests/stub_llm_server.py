@@ -9,11 +9,17 @@ Actions (dicts): ``{"status": 429, "headers": {...}, "body": bytes|str|dict, "de
 
     with StubLLMServer(script=[{"status": 429, "headers": {"Retry-After": "0.1"}}]) as stub:
         stub.base_url  # http://127.0.0.1:PORT/v1
+
+As a process (for multi-process tests): ``python -m tests.stub_llm_server --latency 0.2 --fail-every 10``
+prints ``port N`` once listening, serves until SIGTERM/SIGINT; ``GET /stats`` returns the counters.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,8 +38,11 @@ def completion_body(text: str, prompt_tokens: int = 3, completion_tokens: int = 
 
 
 class StubLLMServer:
-    def __init__(self, script: list[dict] | None = None, default: dict | None = None, latency_s: float = 0.0):
+    def __init__(self, script: list[dict] | None = None, default: dict | None = None, latency_s: float = 0.0,
+                 port: int = 0, fail_every: int = 0):
         self.script = list(script or [])
+        self.fail_every = fail_every  # every n-th request answers 429 with Retry-After (0 = never)
+        self.statuses: dict[int, int] = {}
         self.default = default or {}
         self.latency_s = latency_s
         self.requests: list[dict[str, Any]] = []
@@ -50,7 +59,15 @@ class StubLLMServer:
                 pass
 
             def do_GET(self):
-                self._answer({"status": 404, "body": {"error": "not found"}})
+                if self.path.rstrip("/") == "/stats":  # counters, for a test driving the stub in another process
+                    with stub._lock:
+                        stats = {"requests": stub.chat_requests, "in_flight": stub.in_flight,
+                                 "peak_in_flight": stub.peak_in_flight, "statuses": dict(stub.statuses)}
+                    self._answer({"status": 200, "body": stats})
+                elif self.path.rstrip("/") == "/v1/models":
+                    self._answer({"status": 200, "body": {"object": "list", "data": [{"id": "stub-model"}]}})
+                else:
+                    self._answer({"status": 404, "body": {"error": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -62,6 +79,8 @@ class StubLLMServer:
                 with stub._lock:
                     stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     action = stub.script.pop(0) if stub.script else stub.default
+                    if stub.fail_every and len(stub.requests) % stub.fail_every == 0 and not action:
+                        action = {"status": 429, "headers": {"Retry-After": "0.05"}, "body": {"error": "slow down"}}
                     stub.in_flight += 1
                     stub.peak_in_flight = max(stub.peak_in_flight, stub.in_flight)
                 try:
@@ -83,6 +102,8 @@ class StubLLMServer:
                         stub.in_flight -= 1
 
             def _answer(self, action: dict) -> None:
+                with stub._lock:
+                    stub.statuses[action["status"]] = stub.statuses.get(action["status"], 0) + 1
                 payload = action.get("body", b"")
                 if isinstance(payload, (dict, list)):
                     payload = json.dumps(payload).encode()
@@ -96,7 +117,7 @@ class StubLLMServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -118,3 +139,23 @@ class StubLLMServer:
     @property
     def chat_requests(self) -> int:
         return sum(1 for r in self.requests if r["path"].endswith("/chat/completions"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="a STUB OpenAI-compatible server on 127.0.0.1 (tests only)")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    p.add_argument("--fail-every", type=int, default=0, help="every n-th request answers 429 + Retry-After")
+    args = p.parse_args(argv)
+    stub = StubLLMServer(latency_s=args.latency, port=args.port, fail_every=args.fail_every)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    with stub:
+        print(f"port {stub.port}", flush=True)
+        done.wait()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

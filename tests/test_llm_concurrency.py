@@ -173,3 +173,35 @@ def test_rate_limit_settings_are_validated():
         RateLimiter(None, "k", rpm_limit=0)
     with pytest.raises(ValueError, match="need the database"):
         build_client(None, provider="openai_compatible", base_url="http://127.0.0.1:1/v1", model="m", rpm_limit=5)
+
+
+@pytest.mark.probe
+def test_stub_in_another_process_with_injected_429s_under_concurrency(db, probe):
+    """The stub as a separate process (as the multi-process scale test runs it): every 4th request gets a
+    429 with Retry-After; all 12 concurrent calls still answer, in order, and the 429s show as retries."""
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.stub_llm_server", "--latency", "0.05", "--fail-every", "4"],
+                            cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline().split()[1])
+        base = f"http://127.0.0.1:{port}/v1"
+        client = LLMClient(OpenAICompatibleProvider(base, "stub-model", "GENEPOOL_STUB_KEY", backoff_s=0.02), db,
+                           concurrency=3)
+        out = client.chat_many(requests(12))
+        assert [c.text for c in out] == [f"echo: question {i}" for i in range(12)]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as resp:
+            stats = json.loads(resp.read())
+        assert stats["statuses"].get("429", 0) >= 3 and stats["statuses"]["200"] == 12
+        assert client.retries == stats["statuses"]["429"] and stats["peak_in_flight"] <= 3
+        assert sum(c.attempts for c in out) == 12 + client.retries
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    probe("held: injected 429s under llm_concurrency 3 were retried; all 12 answered in submission order",
+          retries=client.retries)

@@ -201,3 +201,22 @@ def test_wrong_port_fails_fast_with_clear_message(api_key, db):
 def test_bad_base_url_is_rejected_with_the_fix():
     with pytest.raises(ValueError, match="must start with http:// or https://"):
         OpenAICompatibleProvider("127.0.0.1:8000/v1", MODEL_ALIAS)
+
+
+def test_concurrent_calls_give_the_sequential_answers_in_order(llama_server, api_key, db, fresh_database_url):
+    """chat_many at llm_concurrency 2 against the real server: the answers, in submission order, are those
+    of one-by-one calls on another database (greedy decoding is deterministic); a re-run sends nothing."""
+    from genepool.db import Database, migrate
+
+    questions = ["Name a colour.", "Name an animal.", "Name a fruit."]
+    reqs = [([{"role": "user", "content": q}], {**PARAMS, "max_tokens": 5}) for q in questions]
+    before = llama_server.requests()
+    together = LLMClient(provider(llama_server), db, concurrency=2).chat_many(reqs)
+    assert llama_server.requests() == before + 3
+    other = fresh_database_url("seq")
+    migrate(other)
+    alone = [LLMClient(provider(llama_server), Database(other)).chat(m, p) for m, p in reqs]
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert all(c.text.strip() for c in together)
+    again = LLMClient(provider(llama_server), db, concurrency=2).chat_many(reqs)
+    assert all(c.cached for c in again) and llama_server.requests() == before + 6
