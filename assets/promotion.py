@@ -35,6 +35,10 @@ def promoted_prompts(
         "promoted": dg.MetadataValue.md(md_table(rows, ["prompt", "version", "parents", "experiment", "val success",
                                                         "tokens"])),
         "n_promoted": dg.MetadataValue.int(len(out.promoted)),
+        "significance_gate": dg.MetadataValue.text(
+            f"promoted only when the paired {out.gate_level:.0%} lower confidence bound of the validation gain over "
+            f"production is above min_improvement; higher mean but not significant: "
+            f"{', '.join(out.not_significant) or 'none'}"),
         "production_validation_success": dg.MetadataValue.float(
             out.production_validation.success if out.production_validation else 0.0),
     }

@@ -35,6 +35,9 @@ class GenerationConfig:
     max_examples: int = 10  # few-shot turns a genome may hold (2 per task of the support-desk agent)
     examples_per_mine: int = 5  # examples one mining step adds (round-robin over the most failing tasks)
     min_improvement: float = 0.0  # a candidate must beat production on validation by more than this
+    # significance gate: a child becomes `candidate` only when the one-sided lower confidence bound (this level)
+    # of its paired validation gain over production exceeds min_improvement; 0 = compare plain means
+    promotion_confidence: float = 0.9
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -54,6 +57,9 @@ class GenerationConfig:
                 raise ValueError(f"GenerationConfig.{f.name}={v!r} must be a finite number (no NaN or infinity)")
             if v < 0 and f.name != "seed":
                 raise ValueError(f"GenerationConfig.{f.name}={v!r} must be >= 0")
+        if self.promotion_confidence >= 1:
+            raise ValueError(f"GenerationConfig.promotion_confidence={self.promotion_confidence!r} must be below 1 "
+                             "(e.g. 0.9; 0 turns the significance gate off)")
         if self.min_improvement >= 1:
             raise ValueError(f"GenerationConfig.min_improvement={self.min_improvement!r} must be below 1 (a rate)")
 

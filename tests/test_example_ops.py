@@ -91,3 +91,19 @@ def test_breeder_uses_the_example_operators_deterministically():
     assert [k.genome for k in kids] == [k.genome for k in again]
     assert {k.operator for k in kids} <= set(ctx["mutation_weights"]) and len({k.operator for k in kids}) >= 3
     assert all(e.input not in {"sent question 99"} for k in kids for e in k.genome.examples)
+
+
+def test_fit_generation_shrinks_children_before_starving_validation():
+    from genepool.settings import GenerationConfig
+    from genepool.steps.loop import fit_generation, generation_cost
+
+    cfg = GenerationConfig(trace_items=40, population_size=8, n_targets=12, n_controls=8, validate_top=3,
+                           validation_items=30, max_parents=4)
+    assert generation_cost(cfg, 0, 60) == 40 + 20 * 8 + 30 * 4 == 320
+    full = fit_generation(cfg, 1000, 0, 60)
+    assert full is not None and full.population_size == 8 and full.max_rollouts == 1000
+    small = fit_generation(cfg, 300, 0, 60)  # 300 - 40 - 120 leaves 140 = 7 children
+    assert small is not None and small.population_size == 7 and generation_cost(small, 0, 60) <= 300
+    tight = fit_generation(cfg, 40 + 2 * 20 + 30 * 2, 4, 60)  # room for 2 children, 1 validated, no parents
+    assert tight is not None and (tight.population_size, tight.validate_top, tight.max_parents) == (2, 1, 0)
+    assert fit_generation(cfg, 100, 0, 60) is None  # cannot validate even one child: not started

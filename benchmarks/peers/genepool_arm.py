@@ -42,6 +42,9 @@ def scratch_registry(main_url: str, label: str) -> Iterator[postgres.Database]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+FRONT_TEST_MAX = 2
+
+
 def _as_genome(g: Any) -> Genome:
     return g if isinstance(g, Genome) else Genome.from_dict(g)
 
@@ -80,7 +83,11 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
         test = evaluate_genome(llm, ctx.test, best, purpose="bench:genepool:test")
         front = []
         seen = {best.fingerprint()}
-        for member in res.front or []:
+        # test-evaluate the best genome and at most FRONT_TEST_MAX other front members (most accurate on
+        # validation first, then fewest tokens): each costs a full pass over the test split
+        members = sorted(res.front or [], key=lambda m: (-m.success, m.avg_tokens, m.prompt_id))
+        extra_left = int(ctx.options.get("front_test_max", FRONT_TEST_MAX))
+        for member in members:
             g = _as_genome(member.genome)
             entry = {
                 "validation_success": member.success,
@@ -89,6 +96,10 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
             }
             if g.fingerprint() in seen and not entry["is_best"]:
                 continue
+            if not entry["is_best"]:
+                if extra_left <= 0:
+                    continue
+                extra_left -= 1
             t = test if entry["is_best"] else evaluate_genome(llm, ctx.test, g, purpose="bench:genepool:test")
             seen.add(g.fingerprint())
             entry.update(test_success=t.success_rate, test_avg_tokens=t.avg_tokens, genome=g.to_dict())

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, replace
 
 from genepool import store
-from genepool.core.benchmark import Item
+from genepool.core.benchmark import Item, split_items
 from genepool.core.genome import Genome
 from genepool.db import Database
 from genepool.llm import LLMClient
@@ -67,6 +67,8 @@ class GenerationSummary:
     rollouts: int
     best_validation: float | None  # None: the budget ran out before validation
     promoted: tuple[str, ...]
+    children: int = 0  # population size this generation was given (shrunk to fit the budget left)
+    not_significant: tuple[str, ...] = ()  # better mean than production, but not significantly
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,35 @@ class OptimizeResult:
     front: tuple[FrontEntry, ...]
     rollouts_used: int
     history: tuple[GenerationSummary, ...]
+
+
+def generation_cost(cfg: GenerationConfig, n_parents: int, n_validation: int) -> int:
+    """Upper bound of the rollouts one generation spends: traces, every contender on the regression set,
+    production and ``validate_top`` front members on the validation items."""
+    val = n_validation if cfg.validation_items == 0 else min(cfg.validation_items, n_validation)
+    return (cfg.trace_items + (cfg.n_targets + cfg.n_controls) * (cfg.population_size + n_parents)
+            + val * (1 + cfg.validate_top))
+
+
+def fit_generation(cfg: GenerationConfig, remaining: int, n_parents: int, n_validation: int
+                   ) -> GenerationConfig | None:
+    """``cfg`` shrunk until a whole generation fits ``remaining`` rollouts (validation included), or None.
+
+    Fewer children first (down to 2), then fewer validated front members (down to 1), then fewer carried-over
+    parents: a generation that cannot validate at least one child against production is not started.
+    """
+    cfg = replace(cfg, max_rollouts=remaining)
+    while generation_cost(cfg, n_parents, n_validation) > remaining:
+        if cfg.population_size > 2:
+            cfg = replace(cfg, population_size=cfg.population_size - 1)
+        elif cfg.validate_top > 1:
+            cfg = replace(cfg, validate_top=cfg.validate_top - 1)
+        elif n_parents > 0:
+            n_parents -= 1
+            cfg = replace(cfg, max_parents=n_parents)
+        else:
+            return None
+    return cfg
 
 
 def optimize(
@@ -89,10 +120,14 @@ def optimize(
     db: Database | None = None,
     config: GenerationConfig | None = None,
     max_generations: int = 50,
-    patience: int = 3,
+    patience: int = 2,
 ) -> OptimizeResult:
     """Run generations until ``rollouts`` model calls are spent (train + validation only), stopping early
-    when the best validation score has not improved for ``patience`` generations.
+    when ``patience`` generations in a row promoted nothing (no child beat production significantly,
+    ``GenerationConfig.promotion_confidence``) or the best validation score stopped improving.
+
+    Every generation is sized to fit the budget left, validation included (``fit_generation``), so none
+    is started that could not validate a child; the last one gets fewer children instead of none.
 
     Each generation auto-approves its best candidate as the next production prompt (the benchmark
     has no human in the loop); the held-out test split is never touched here.
@@ -107,11 +142,19 @@ def optimize(
     best_val: list[float] = []
     gen_no = 1 + store.last_generation(db, agent_type)
     last_front: tuple = ()
+    stale = 0  # generations in a row without a significant promotion
+    if items is None:
+        from genepool.agents import load_agent_benchmark
+
+        items = load_agent_benchmark(agent_type)
+    n_validation = len(split_items(items, "validation"))
     for _ in range(max_generations):
         remaining = rollouts - spent
-        if remaining < base.trace_items + base.n_targets + base.n_controls:
+        n_parents = min(base.max_parents, len(last_front))
+        cfg = fit_generation(base, remaining, n_parents, n_validation)
+        if cfg is None:
             break
-        gen = Generation(db, llm, agent_type, gen_no, replace(base, max_rollouts=remaining), reflection_llm, items)
+        gen = Generation(db, llm, agent_type, gen_no, cfg, reflection_llm, items)
         out = run_generation(gen)
         used = store.generation_spend(db, gen.key).rollouts
         spent += used
@@ -126,8 +169,12 @@ def optimize(
         best = max([prod_val.success] + [p.validation.success for p in promoted if p.validation is not None])
         best_val.append(best)
         last_front = out.front.members
-        history.append(GenerationSummary(gen.generation, used, best, tuple(p.prompt_id for p in promoted)))
-        if used == 0 or (len(best_val) > patience and max(best_val[-patience:]) <= max(best_val[:-patience])):
+        history.append(GenerationSummary(gen.generation, used, best, tuple(p.prompt_id for p in promoted),
+                                         cfg.population_size, out.promotion.not_significant))
+        stale = 0 if promoted else stale + 1
+        if used == 0 or stale >= patience:
+            break
+        if len(best_val) > patience and max(best_val[-patience:]) <= max(best_val[:-patience]):
             break
     prod = registry.get_prompt(agent_type, "prod")
     front = tuple(FrontEntry(m.prompt_id, registry.get(m.prompt_id).genome, m.best_known.success,
