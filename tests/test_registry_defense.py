@@ -477,3 +477,29 @@ def test_stopped_embedded_server_is_not_restarted_by_other_commands(tmp_path, pr
     probe(
         "held: a stopped embedded PostgreSQL is not restarted by `genepool prompts`; one line names `genepool db start`"
     )
+
+
+# --- dbt builds its metrics as the app role ---------------------------------------------------------------------
+def test_dbt_metrics_build_as_the_app_role_after_an_owner_built_them(app_role_urls):
+    """An existing deployment built the metrics as the owner; after the grants (migrate with the app role) dbt
+    runs as genepool_app, which then owns the metrics schema and can replace its views."""
+    import dagster as dg
+
+    from assets.metrics import metrics_dbt_assets
+    from genepool.db import APP_ROLE, migrate
+    from resources.dbt import dbt_resource
+
+    _seeded(app_role_urls.app)
+    first = dg.materialize(
+        [metrics_dbt_assets], resources={"dbt": dbt_resource(app_role_urls.owner)}, raise_on_error=False
+    )
+    assert first.success
+    migrate(app_role_urls.owner, app_role=APP_ROLE)  # what the next start of genepool does
+    again = dg.materialize(
+        [metrics_dbt_assets], resources={"dbt": dbt_resource(app_role_urls.app)}, raise_on_error=False
+    )
+    assert again.success
+    with _raw(app_role_urls.app) as conn:
+        owner = conn.execute("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'genepool_metrics'")
+        assert owner.fetchone()[0] == APP_ROLE
+        assert conn.execute("SELECT count(*) FROM genepool_metrics.agent_health").fetchone()[0] >= 1
