@@ -33,6 +33,7 @@ import math
 import os
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -374,12 +375,16 @@ class OpenAICompatibleProvider:
             if self._http_client is None or self._http_pid != os.getpid():
                 import httpx
 
+                limits = httpx.Limits(max_connections=self.max_concurrency,
+                                      max_keepalive_connections=self.max_concurrency)
                 self._http_client = httpx.Client(
                     follow_redirects=False,
                     timeout=httpx.Timeout(self.timeout_s),
-                    limits=httpx.Limits(max_connections=self.max_concurrency,
-                                        max_keepalive_connections=self.max_concurrency),
+                    limits=limits,
                     headers={"User-Agent": "genepool"},
+                    # TCP_NODELAY: the request's header and body writes never wait on a delayed ACK
+                    transport=httpx.HTTPTransport(limits=limits, retries=0,
+                                                  socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]),
                 )
                 self._http_pid = os.getpid()
             return self._http_client

@@ -37,6 +37,11 @@ def completion_body(text: str, prompt_tokens: int = 3, completion_tokens: int = 
     }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default listen backlog of 5 resets connections under 16+ concurrent clients
+    daemon_threads = True
+
+
 class StubLLMServer:
     def __init__(self, script: list[dict] | None = None, default: dict | None = None, latency_s: float = 0.0,
                  port: int = 0, fail_every: int = 0):
@@ -54,6 +59,7 @@ class StubLLMServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between header and body writes
 
             def log_message(self, *args):  # keep test output clean
                 pass
@@ -117,7 +123,7 @@ class StubLLMServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
