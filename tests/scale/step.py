@@ -53,8 +53,15 @@ def main() -> None:
         instance.add_dynamic_partitions(GENERATIONS, [a.partition])
         res = dg.materialize([*d.registry_assets, *d.generation_assets], instance=instance, resources=resources,
                              partition_key=a.partition, selection=a.select, raise_on_error=False)
-        errors = [e.event_specific_data.error.message.strip().splitlines()[-1] for e in res.all_events
-                  if e.is_step_failure and e.event_specific_data and e.event_specific_data.error]
+        errors = []
+        for e in res.all_events:
+            err = e.event_specific_data.error if e.is_step_failure and e.event_specific_data else None
+            chain = []
+            while err is not None:  # the error and its causes, one line each
+                chain.append(err.message.strip().splitlines()[-1] if err.message.strip() else err.cls_name or "")
+                err = err.cause
+            if chain:
+                errors.append(" <- ".join(chain))
         print(json.dumps({"success": res.success, "error": errors[0] if errors else ""}), flush=True)
 
 
