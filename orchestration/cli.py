@@ -10,6 +10,7 @@
     genepool web [--port 8765]                # the approval page on 127.0.0.1
     genepool dagster-home                     # write DAGSTER_HOME/dagster.yaml (PostgreSQL storage)
     genepool db url|stop
+    genepool doctor                           # one completion of the configured model in a child process
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from pathlib import Path
 from genepool.config import DEFAULT_AGENT, dagster_home, data_dir
 
 
-def _db():
+def _db(start: bool = False):
     from genepool.db import Database
 
-    return Database.from_env()
+    return Database.from_env(start=start)  # only demo/run start a stopped embedded server
 
 
 def write_dagster_yaml() -> Path:
@@ -198,15 +199,15 @@ def submit_generation(agent: str, generation: int | None = None, wait: bool = Fa
     return out
 
 
-def _fmt(v: dict | None) -> tuple[str, str, str]:
-    if not v:
+def _fmt(v) -> tuple[str, str, str]:  # genepool.steps.Scores or None
+    if v is None:
         return ("-", "-", "-")
-    return (f"{v['success']:.1%}", f"{v['avg_tokens']:.0f}", f"{v['avg_latency_ms']:.0f}")
+    return (f"{v.success:.1%}", f"{v.avg_tokens:.0f}", f"{v.avg_latency_ms:.0f}")
 
 
 def print_summary(out: dict, db, wall: float) -> None:
-    from genepool.pipeline import generation_spend
     from genepool.registry import PromptRegistry
+    from genepool.store import generation_spend
 
     reg = PromptRegistry(db)
     key = out["partition_key"]
@@ -215,69 +216,77 @@ def print_summary(out: dict, db, wall: float) -> None:
     print(f"genepool · generation {key} · run {out['run_id']}")
     print("=" * 96)
     print("Failure modes of the production prompt (train sample):")
-    for c in out["clusters"][:6]:
-        print(f"  {c['share']:>5.0%}  {c['name']}")
-    pop = out["population"]["children"]
-    print(f"Children: {sum(c['status'] == 'accepted' for c in pop)} accepted, "
-          f"{sum(c['status'] == 'rejected' for c in pop)} rejected "
-          f"({', '.join(sorted({c['operator'] for c in pop}))})")
+    for c in out["clusters"].clusters[:6]:
+        print(f"  {c.share:>5.0%}  {c.name}")
+    pop = out["population"].children
+    print(f"Children: {sum(c.accepted for c in pop)} accepted, "
+          f"{sum(not c.accepted for c in pop)} rejected "
+          f"({', '.join(sorted({c.operator for c in pop}))})")
     print()
     hdr = f"{'prompt':<22}{'version':<9}{'role':<14}{'screen succ':>12}{'val succ':>10}{'tokens/item':>12}{'latency ms':>11}"
     print(hdr)
     print("-" * len(hdr))
-    base = front["baseline"]
-    pv = _fmt(base.get("validation"))
-    ps = _fmt(base.get("screen"))
-    print(f"{front['production_id']:<22}{reg.get(front['production_id']).version:<9}{'production':<14}"
+    pv = _fmt(front.baseline_validation)
+    ps = _fmt(front.baseline_screen)
+    print(f"{front.production_id:<22}{reg.get(front.production_id).version:<9}{'production':<14}"
           f"{ps[0]:>12}{pv[0]:>10}{pv[1]:>12}{pv[2]:>11}")
-    for m in front["members"]:
-        if m["prompt_id"] == front["production_id"]:
+    for m in front.members:
+        if m.prompt_id == front.production_id:
             continue
-        role = "front" if m["on_front"] else "survivor"
-        if any(p["prompt_id"] == m["prompt_id"] for p in promoted["promoted"]):
+        role = "front" if m.on_front else "survivor"
+        if any(p.prompt_id == m.prompt_id for p in promoted.promoted):
             role += "+cand"
-        v = _fmt(m["validation"])
-        s = _fmt(m["screen"])
-        print(f"{m['prompt_id']:<22}{m['version']:<9}{role:<14}{s[0]:>12}{v[0]:>10}"
-              f"{(v[1] if m['validation'] else s[1]):>12}{(v[2] if m['validation'] else s[2]):>11}")
+        v = _fmt(m.validation)
+        s = _fmt(m.screen)
+        print(f"{m.prompt_id:<22}{m.version:<9}{role:<14}{s[0]:>12}{v[0]:>10}"
+              f"{(v[1] if m.validation else s[1]):>12}{(v[2] if m.validation else s[2]):>11}")
     print()
-    if promoted["promoted"]:
-        best = promoted["promoted"][0]
-        print(f"Proposed for promotion (state 'candidate'): {', '.join(p['prompt_id'] for p in promoted['promoted'])}")
-        rec = reg.get(best["prompt_id"])
+    if promoted.promoted:
+        best = promoted.promoted[0]
+        print(f"Proposed for promotion (state 'candidate'): {', '.join(p.prompt_id for p in promoted.promoted)}")
+        rec = reg.get(best.prompt_id)
         print(f"  best: {rec.id} v{rec.version} via {rec.operator}, parents {', '.join(rec.parent_ids)}")
         g = rec.genome
         print(f"        {len(g.instructions)} rules, {len(g.examples)} few-shot turns ({g.example_format}), "
               f"max_tokens={g.params.max_tokens}, stop={list(g.params.stop)}")
     else:
         print("No front member beat production on validation this generation (nothing proposed).")
-    if promoted["test"]:
+    if promoted.test:
         print("Held-out test split (never used for selection):")
-        for pid, t in promoted["test"].items():
-            print(f"  {pid}: success {t['success']:.1%} on {t['items']} items, {t['avg_tokens']:.0f} tokens/item")
+        for pid, t in promoted.test.items():
+            print(f"  {pid}: success {t.success:.1%} on {t.items} items, {t.avg_tokens:.0f} tokens/item")
     spend = generation_spend(db, key)
-    rollouts = sum(v["rollouts"] for k, v in spend.items() if k != "test_report")
-    calls = sum(v["llm_calls"] for v in spend.values())
     from orchestration.definitions import optimizer_from_env
 
-    print(f"Budget: {rollouts} of {optimizer_from_env().max_rollouts} rollouts"
-          f"; new LLM calls this run: {calls}; wall time {wall:.0f} s; peak RSS "
+    print(f"Budget: {spend.rollouts} of {optimizer_from_env().max_rollouts} rollouts"
+          f"; new LLM calls (every run of {key}): {spend.llm_calls}; wall time {wall:.0f} s; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print()
     if out.get("metrics_ok") is False:
         print("The dbt metrics refresh failed: open its run with `make dev` (the generation itself is stored).")
     print("Next:")
-    if promoted["promoted"]:
-        print(f"  genepool approve {promoted['promoted'][0]['prompt_id']} --by YOUR_NAME --reason '...'")
+    if promoted.promoted:
+        print(f"  genepool approve {promoted.promoted[0].prompt_id} --by YOUR_NAME --reason '...'")
     print("  genepool web                      # approval page: scores, diff, Pareto plot, Approve/Reject")
     print("  make dev                          # dagster dev: asset graph, runs, metadata, sensors")
     print("  make demo                         # the next generation")
 
 
+def cmd_doctor(args) -> None:
+    from genepool.doctor import run_doctor
+
+    report = run_doctor()
+    print(report.line, file=sys.stdout if report.ok else sys.stderr)
+    if not report.ok:
+        raise SystemExit(1)
+
+
 def cmd_demo(args) -> None:
     t0 = time.perf_counter()
+    if getattr(args, "cmd", None) == "demo":  # first step: one completion in a child process (a crash -> the fix)
+        cmd_doctor(args)
     print(f"genepool demo: data folder {data_dir()}")
-    db = _db()
+    db = _db(start=True)
     print(f"PostgreSQL ready ({'external' if os.environ.get('GENEPOOL_DATABASE_URL') else 'embedded'}); "
           f"Dagster home {dagster_home()}")
     out = run_generation_in_dagster(args.agent, args.generation, metrics=not args.no_metrics)
@@ -316,9 +325,17 @@ def cmd_prompts(args) -> None:
 def cmd_lineage(args) -> None:
     from genepool.registry import PromptRegistry
 
-    for p in PromptRegistry(_db()).lineage(args.prompt_id):
+    reg = PromptRegistry(_db())
+    chain = reg.lineage(args.prompt_id)
+    decided = reg.decisions([p.id for p in chain])
+    for p in chain:
+        said = "; ".join(f"{_VERB[e['label']]} by {e['actor']}: {json.dumps(e['reason'][:120], ensure_ascii=False)}"
+                         for e in decided[p.id])
         print(f"{p.id}  v{p.version:<8} {p.state or '-':<13} {p.operator:<20} parents: {', '.join(p.parent_ids) or '-'}"
-              f"  experiment: {p.experiment_id or '-'}")
+              f"  experiment: {p.experiment_id or '-'}" + (f"  | {said}" if said else ""))
+
+
+_VERB = {"production": "approved", "rejected": "rejected", "archived": "archived"}
 
 
 def cmd_show(args) -> None:
@@ -326,9 +343,15 @@ def cmd_show(args) -> None:
 
     reg = PromptRegistry(_db())
     p = reg.get(args.prompt_id) if args.prompt_id else reg.get_prompt(args.agent, args.label)
+    decided = reg.decisions([p.id])[p.id]
+    approval = next((e for e in reversed(decided) if e["label"] == "production"), None)
     print(json.dumps({"id": p.id, "agent_type": p.agent_type, "version": p.version, "state": p.state,
                       "content": p.content, "genome": p.genome.to_dict(), "parents": p.parent_ids,
-                      "experiment": p.experiment_id}, indent=2))
+                      "experiment": p.experiment_id,
+                      "approved_by": approval["actor"] if approval else None,
+                      "approval_reason": approval["reason"] if approval else None,
+                      "decisions": [{"label": e["label"], "actor": e["actor"], "reason": e["reason"],
+                                     "at": e["created_at"].isoformat()} for e in decided]}, indent=2))
 
 
 def cmd_approve(args) -> None:
@@ -369,6 +392,8 @@ def cmd_db(args) -> None:
 
     if args.action == "url":
         print(redact(resolve_urls().genepool))
+    elif args.action == "start":
+        print(f"PostgreSQL running: {redact(resolve_urls(start=True).genepool)}")
     elif args.action == "stop":
         print("stopped" if stop_embedded() else "not running")
 
@@ -391,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--queue", action="append", default=[], help="an extra queue to listen on (besides 'dagster')")
     s.add_argument("--loglevel", default="INFO")
     s.set_defaults(fn=cmd_worker)
+    s = sub.add_parser("doctor", help="one completion of the configured model in a child process; a crash -> the fix")
+    s.set_defaults(fn=cmd_doctor)
     s = sub.add_parser("prompts", help="list prompts with their lifecycle state")
     s.add_argument("--agent")
     s.add_argument("--state")
@@ -418,13 +445,27 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_dbt_prepare)
     s = sub.add_parser("db", help="the embedded PostgreSQL")
-    s.add_argument("action", choices=["url", "stop"])
+    s.add_argument("action", choices=["url", "start", "stop"])
     s.set_defaults(fn=cmd_db)
     args = p.parse_args(argv)
     try:
         args.fn(args)
     except (LookupError, ValueError) as exc:  # registry/approval/config errors carry the fix in their message
         print(f"genepool: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as exc:  # PostgreSQL down or gone mid-command: one line (URL redacted, how to start it)
+        import psycopg
+
+        from genepool.db import DatabaseUnavailable
+
+        if isinstance(exc, DatabaseUnavailable):
+            print(f"genepool: {exc}", file=sys.stderr)
+        elif isinstance(exc, psycopg.OperationalError):
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            print(f"genepool: lost the connection to PostgreSQL ({first[:200]}); `genepool db start` starts the "
+                  "embedded server, or check GENEPOOL_DATABASE_URL, then run the command again", file=sys.stderr)
+        else:
+            raise
         raise SystemExit(2) from None
 
 
