@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="llama.cpp threads (default: %(default)s; 1 is faster when other jobs share the CPU)")
     ap.add_argument("--dspy-backend", choices=("inprocess", "server"), default="inprocess",
                     help="DSPy's LM: the shared in-process llama.cpp, or a local llama_cpp.server it starts")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None, metavar="DIR",
+                    help="run no arm: merge the compare.json of these folders (same splits) with <out>/compare.json "
+                         "and rewrite <out>/compare.json, .md and .png (parts run in parallel processes)")
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error(f"--seeds={args.seeds}: use 1 or more")
@@ -184,6 +187,15 @@ def run_all(args: argparse.Namespace, ctx: ArmContext, on_result, previous: list
 
 def _key(r: ArmResult) -> tuple:
     return (r.arm, r.budget, r.seed)
+
+
+_ARM_ORDER = ("majority", "hand_fewshot_k1", "hand_fewshot_k2", "baseline", "dspy-labeled", "genepool", "gepa-fair",
+              "gepa", "dspy-random-search", "dspy-mipro-light", "dspy-mipro-demos")
+
+
+def _order(r: ArmResult) -> tuple:
+    rank = _ARM_ORDER.index(r.arm) if r.arm in _ARM_ORDER else len(_ARM_ORDER)
+    return (r.budget is not None, r.budget or 0, rank, r.arm, r.seed or 0)
 
 
 def _line(r: ArmResult) -> str:
@@ -450,8 +462,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"comparing {args.arms} on {args.agent} (train {len(train)}, validation {len(val)}, test {len(test)}), "
           f"budgets {args.budgets}, model {provider.model}", flush=True)
     try:
-        previous = load_previous(args.out / "compare.json", meta) if args.merge else []
-        results = run_all(args, ctx, checkpoint, previous)
+        previous = load_previous(args.out / "compare.json", meta) if args.merge or args.combine else []
+        if args.combine:
+            for folder in args.combine:
+                for r in load_previous(folder / "compare.json", meta):
+                    previous = [x for x in previous if _key(x) != _key(r)] + [r]
+            results = sorted(previous, key=_order)
+        else:
+            results = run_all(args, ctx, checkpoint, previous)
     finally:
         if server is not None:
             server.stop()

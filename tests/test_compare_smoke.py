@@ -186,7 +186,7 @@ def test_real_arms_end_to_end_on_a_few_items(db):
     assert lab.status == "ok", lab.error
     assert lab.rollouts == 0 and lab.test["n"] == 2
     assert lab.extra["test_calls"]["calls"] >= 2  # DSPy's requests went through genepool's LLMClient
-    assert len(lab.final_prompt["self"]["demos"]) == 3
+    assert len(lab.final_prompt["self"]["demos"]) == 3  # k = max_examples (10) > 3 train items
 
     # Everything was logged in PostgreSQL; a repeat of the baseline is served from the cache.
     n = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls")["n"]

@@ -41,6 +41,7 @@ class CallRecord:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+    text: str = ""  # the raw completion (DSPy arms are scored on it, not on their parsed field)
 
 
 class MeteredLLM:
@@ -78,7 +79,8 @@ class MeteredLLM:
     ) -> Completion:
         comp = self.client.chat(messages, params, purpose=purpose, partition_key=partition_key)
         self.records.append(
-            CallRecord(self._phase, purpose, comp.cached, comp.prompt_tokens, comp.completion_tokens, comp.latency_ms)
+            CallRecord(self._phase, purpose, comp.cached, comp.prompt_tokens, comp.completion_tokens, comp.latency_ms,
+                       comp.text)
         )
         return comp
 

@@ -8,15 +8,18 @@ in-process llama.cpp SmolLM2 as every other arm (``--dspy-backend inprocess``); 
 client uses ``OpenAICompatibleProvider`` (the route litellm would take), still cached in PostgreSQL.
 DSPy's own disk cache is off so its calls are counted like everyone else's.
 
-Results per budget:
-- ``dspy-mipro``: MIPROv2 (``auto=None``; trials and minibatches sized from the budget). With SmolLM2
-  it is expected to fail in the instruction proposer (``AdapterParseError``): the failure is recorded
-  as the result, with the error and the calls spent before it.
-- ``dspy-bootstrap``: ``BootstrapFewShot`` on at most ``budget`` training items (one rollout each).
-Budget-free: ``dspy-labeled``: ``LabeledFewShot(k=4)`` (no rollouts at all).
+Results per budget (every failure is recorded as the result, verbatim, with the calls spent before it):
+- ``dspy-mipro-light``: MIPROv2 ``auto="light"`` (DSPy's own sizing), valset the size genepool validates on;
+- ``dspy-mipro-demos``: what a practitioner tries when the instruction proposer fails on a tiny model:
+  ``auto=None``, 2 candidates, trials sized from the budget, every proposer aid off (program, dataset
+  summary, tips, demos), so the search is mostly over demo sets;
+- ``dspy-random-search``: ``BootstrapFewShotWithRandomSearch`` with as many candidate programs as the
+  budget pays for on the valset.
+Budget-free: ``dspy-labeled``: ``LabeledFewShot(k=GenerationConfig.max_examples)`` (no rollouts).
 
-Test evaluation runs the compiled DSPy program (its adapter parses the ``answer`` field) and checks the
-parsed answer with the same strict checkers; an unparsable reply scores as ``dspy_parse_error``.
+Test evaluation runs the compiled DSPy program and scores the RAW completion of each item's last task call
+with the same strict checkers as every other arm (DSPy's field markers count as extra text); the success
+rate of the parsed ``answer`` field is kept next to it (``extra.parsed_answer_success_rate``).
 """
 
 from __future__ import annotations
@@ -125,9 +128,11 @@ def _describe(program) -> dict[str, Any]:
 
 
 def _evaluate_program(llm: MeteredLLM, program, items, task_lm):
+    """Scored on the RAW completion of the item's last task call (like every other arm), not on DSPy's
+    parsed ``answer`` field; the parsed field's success rate is kept next to it for reference."""
     import dspy
 
-    outputs, tokens, ms = [], [], 0.0
+    outputs, parsed, tokens, ms = [], [], [], 0.0
     with llm.phase("test"), dspy.context(lm=task_lm):
         for it in items:
             start = len(llm.records)
@@ -136,14 +141,13 @@ def _evaluate_program(llm: MeteredLLM, program, items, task_lm):
             except Exception:  # AdapterParseError and friends: the program produced no answer
                 answer = ""
             recs = llm.records[start:]
-            outputs.append(answer)
+            outputs.append(recs[-1].text if recs else "")
+            parsed.append(answer)
             tokens.append((sum(r.prompt_tokens for r in recs), sum(r.completion_tokens for r in recs)))
             ms += sum(r.latency_ms for r in recs)
     ev = evaluate_outputs(items, outputs, tokens, ms)
-    # An empty answer from a parse failure is reported under its own signature.
-    if "empty_output" in ev.signatures:
-        ev.signatures["dspy_parse_error_or_empty"] = ev.signatures.pop("empty_output")
-    return ev
+    parsed_ok = sum(check(it, a).success for it, a in zip(items, parsed, strict=True))
+    return ev, round(parsed_ok / len(items), 4)
 
 
 def _silence() -> None:
@@ -153,10 +157,11 @@ def _silence() -> None:
 
 def _finish(arm, budget, llm, sw, program, task_lm, ctx, extra=None) -> ArmResult:
     with sw.lap("test"):
-        test = _evaluate_program(llm, program, ctx.test, task_lm)
+        test, parsed_rate = _evaluate_program(llm, program, ctx.test, task_lm)
     return ArmResult(
         arm=arm, budget=budget, status="ok", test=test.to_dict(), optimize=llm.summary("optimize"),
-        wall_s=sw.laps, final_prompt=_describe(program), extra={**(extra or {}), "test_calls": llm.summary("test")},
+        wall_s=sw.laps, final_prompt=_describe(program),
+        extra={**(extra or {}), "test_calls": llm.summary("test"), "parsed_answer_success_rate": parsed_rate},
     )
 
 
@@ -165,7 +170,10 @@ def _client_for(ctx: ArmContext):
 
 
 def run_labeled(ctx: ArmContext) -> ArmResult:
-    """LabeledFewShot(k=4): demos are sampled from the training labels, no rollouts."""
+    """LabeledFewShot with k = genepool's example cap (``GenerationConfig.max_examples``): demos sampled from
+    the training labels, no rollouts."""
+    from genepool.settings import GenerationConfig
+
     try:
         import dspy
     except ImportError as exc:
@@ -176,7 +184,7 @@ def run_labeled(ctx: ArmContext) -> ArmResult:
     sw = Stopwatch()
     try:
         with sw.lap("optimize"), llm.phase("optimize"), dspy.context(lm=task_lm):
-            program = dspy.LabeledFewShot(k=DEMOS).compile(
+            program = dspy.LabeledFewShot(k=GenerationConfig().max_examples).compile(
                 _program(seed_system_text(ctx.seed_genome)), trainset=_examples(ctx.train), sample=True
             )
     except Exception as exc:
@@ -185,54 +193,73 @@ def run_labeled(ctx: ArmContext) -> ArmResult:
 
 
 def run(ctx: ArmContext, budget: int) -> list[ArmResult]:
+    """MIPROv2 as a practitioner runs it (``auto="light"``, then, if its instruction proposer fails on the
+    tiny model, demos only with every proposer aid switched off), and BootstrapFewShotWithRandomSearch with
+    as many candidate programs as the budget pays for. Each failure is reported verbatim."""
+    arms = ("dspy-mipro-light", "dspy-mipro-demos", "dspy-random-search")
     try:
         import dspy
     except ImportError as exc:
         err = f"{short_error(exc)}; run `make bench` to install it"
-        return [ArmResult("dspy-mipro", budget, "unavailable", error=err),
-                ArmResult("dspy-bootstrap", budget, "unavailable", error=err)]
+        return [ArmResult(a, budget, "unavailable", error=err) for a in arms]
+    from genepool.settings import GenerationConfig
+
     _silence()
     by_id = {it.id: it for it in [*ctx.train, *ctx.validation]}
     metric = _metric(by_id)
-    train, val = _examples(ctx.train), _examples(ctx.validation)
+    n_val = min(len(ctx.validation), GenerationConfig().validation_items)
+    train, val = _examples(ctx.train), _examples(ctx.validation[:n_val])
     instructions = seed_system_text(ctx.seed_genome)
     results: list[ArmResult] = []
 
-    # --- MIPROv2 ---------------------------------------------------------------------------------
-    llm = MeteredLLM(_client_for(ctx))
-    task_lm, prompt_lm = _lms(llm)
-    sw = Stopwatch()
-    minibatch = max(2, min(len(val), 10))
-    trials = max(1, (budget - len(val)) // minibatch)  # the default program's full validation pass + trials
-    try:
-        with sw.lap("optimize"), llm.phase("optimize"), dspy.context(lm=task_lm):
-            tp = dspy.MIPROv2(metric=metric, prompt_model=prompt_lm, task_model=task_lm, auto=None,
-                              num_candidates=3, num_threads=1, max_bootstrapped_demos=2, max_labeled_demos=2,
-                              seed=ctx.seed, verbose=False, max_errors=10_000)
-            program = tp.compile(_program(instructions), trainset=train, valset=val, num_trials=trials,
-                                 minibatch=True, minibatch_size=minibatch, minibatch_full_eval_steps=max(trials, 1))
-    except Exception as exc:
-        results.append(ArmResult("dspy-mipro", budget, "failed", error=short_error(exc),
-                                 optimize=llm.summary("optimize"), wall_s=sw.laps,
-                                 extra={"num_trials": trials, "minibatch_size": minibatch}))
-    else:
-        results.append(_finish("dspy-mipro", budget, llm, sw, program, task_lm, ctx,
-                               {"num_trials": trials, "minibatch_size": minibatch}))
+    def attempt(arm: str, compile_fn, extra: dict) -> ArmResult:
+        llm = MeteredLLM(_client_for(ctx))
+        task_lm, prompt_lm = _lms(llm)
+        sw = Stopwatch()
+        try:
+            with sw.lap("optimize"), llm.phase("optimize"), dspy.context(lm=task_lm):
+                program = compile_fn(task_lm, prompt_lm)
+        except Exception as exc:
+            return ArmResult(arm, budget, "failed", error=short_error(exc, limit=2000), optimize=llm.summary("optimize"),
+                             wall_s=sw.laps, extra=extra)
+        return _finish(arm, budget, llm, sw, program, task_lm, ctx, extra)
 
-    # --- BootstrapFewShot on at most `budget` training items -------------------------------------
-    llm = MeteredLLM(_client_for(ctx))
-    task_lm, _ = _lms(llm)
-    sw = Stopwatch()
-    subset = train[: max(1, budget)]
-    try:
-        with sw.lap("optimize"), llm.phase("optimize"), dspy.context(lm=task_lm):
-            tp = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=DEMOS, max_labeled_demos=DEMOS,
-                                       max_rounds=1, max_errors=10_000)
-            program = tp.compile(_program(instructions), trainset=subset)
-    except Exception as exc:
-        results.append(ArmResult("dspy-bootstrap", budget, "failed", error=short_error(exc),
-                                 optimize=llm.summary("optimize"), wall_s=sw.laps))
-    else:
-        results.append(_finish("dspy-bootstrap", budget, llm, sw, program, task_lm, ctx,
-                               {"train_items_offered": len(subset)}))
+    # --- MIPROv2, auto="light" (DSPy's own sizing) ------------------------------------------------
+    def mipro_light(task_lm, prompt_lm):
+        tp = dspy.MIPROv2(metric=metric, prompt_model=prompt_lm, task_model=task_lm, auto="light", num_threads=1,
+                          max_bootstrapped_demos=2, max_labeled_demos=2, seed=ctx.seed, verbose=False,
+                          max_errors=10_000)
+        return tp.compile(_program(instructions), trainset=train, valset=val)
+
+    light = attempt("dspy-mipro-light", mipro_light, {"auto": "light", "valset": len(val)})
+    results.append(light)
+
+    # --- MIPROv2 when the proposer fails: demos only, no dataset summary / program / tip / demo aids -----
+    minibatch = max(2, min(len(val), 10))
+    trials = max(1, (budget - len(val)) // minibatch)
+
+    def mipro_demos(task_lm, prompt_lm):
+        tp = dspy.MIPROv2(metric=metric, prompt_model=prompt_lm, task_model=task_lm, auto=None, num_candidates=2,
+                          num_threads=1, max_bootstrapped_demos=4, max_labeled_demos=4, seed=ctx.seed,
+                          verbose=False, max_errors=10_000)
+        return tp.compile(_program(instructions), trainset=train, valset=val, num_trials=trials, minibatch=True,
+                          minibatch_size=minibatch, minibatch_full_eval_steps=max(trials, 1),
+                          program_aware_proposer=False, data_aware_proposer=False, tip_aware_proposer=False,
+                          fewshot_aware_proposer=False)
+
+    results.append(attempt("dspy-mipro-demos", mipro_demos,
+                           {"num_trials": trials, "minibatch_size": minibatch, "proposer_aids": "all off",
+                            "after": f"dspy-mipro-light {light.status}"}))
+
+    # --- BootstrapFewShotWithRandomSearch: candidates = what the budget pays for on the valset ---------
+    n_candidates = max(1, budget // max(1, len(val)) - 3)  # it also scores 3 fixed programs on the valset
+
+    def random_search(task_lm, prompt_lm):
+        tp = dspy.BootstrapFewShotWithRandomSearch(metric=metric, max_bootstrapped_demos=DEMOS,
+                                                   max_labeled_demos=DEMOS, num_candidate_programs=n_candidates,
+                                                   num_threads=1, max_errors=10_000)
+        return tp.compile(_program(instructions), trainset=train, valset=val)
+
+    results.append(attempt("dspy-random-search", random_search,
+                           {"num_candidate_programs": n_candidates, "valset": len(val)}))
     return results
