@@ -413,8 +413,37 @@ def write_plot(path: Path, meta: dict[str, Any], results: list[ArmResult]) -> No
     plt.close(fig)
 
 
+def readme_table(folders: list[Path]) -> str:
+    """The README's results table, generated from committed compare.json files (one row per result)."""
+    lines = ["| agent | arm | budget | seed | n | test success | 95% CI | p vs hand_fewshot_k2 | tokens/item "
+             "| rollouts |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for folder in folders:
+        doc = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
+        for r in doc["results"]:
+            t = r.get("test") or {}
+            b = "-" if r["budget"] is None else r["budget"]
+            seed = "-" if r.get("seed") is None else r["seed"]
+            if r["status"] != "ok":
+                err = " ".join(str(r.get("error")).split())[:90]
+                lines.append(f"| {doc['agent_type']} | {r['arm']} | {b} | {seed} | - | {r['status']}: `{err}` "
+                             f"| - | - | - | {(r.get('optimize') or {}).get('rollouts', 0)} |")
+                continue
+            ci = t.get("ci95")
+            p = r.get("paired_p_vs_hand_fewshot")
+            lines.append(
+                f"| {doc['agent_type']} | {r['arm']} | {b} | {seed} | {t['n']} | {_pct(t['success_rate'])} "
+                f"| {'-' if not ci else f'{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%'} "
+                f"| {'-' if p is None else f'{p:.3g}'} | {t['avg_tokens']:.0f} "
+                f"| {(r.get('optimize') or {}).get('rollouts', 0)} |")
+    return "\n".join(lines)
+
+
 # --- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--readme-table":
+        print(readme_table([Path(a) for a in argv[1:]] or sorted(p.parent for p in RESULTS_DIR.glob("*/compare.json"))))
+        return 0
     args = parse_args(argv)
     started = time.perf_counter()
     from genepool.llm import LLMClient, LlamaCppProvider
