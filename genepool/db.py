@@ -178,7 +178,10 @@ def resolve_urls(pgdata: Path | None = None, *, start: bool = False) -> Database
         url = with_user(owner, APP_ROLE)
         embedded = True
     _ensure_database_exists(owner)
-    _ensure_database_exists(dagster_url)
+    try:
+        _ensure_database_exists(dagster_url)
+    except DatabaseUnavailable as exc:  # only Dagster needs it; the registry and the CLI work without it
+        _warn_once("dagster-db", f"genepool: Dagster's database: {exc}; or set GENEPOOL_DAGSTER_DATABASE_URL")
     if embedded and f"role:{owner}" not in _prepared:
         ensure_app_role(owner, APP_ROLE)
         _prepared.add(f"role:{owner}")
@@ -187,17 +190,28 @@ def resolve_urls(pgdata: Path | None = None, *, start: bool = False) -> Database
         if owner not in _prepared:
             migrate(owner, app_role=url_user(url) or APP_ROLE)
             _prepared.add(owner)
-    else:
+    elif "single-url" not in _warned and _may_disable_registry_triggers(url):
         _warn_once(
             "single-url",
-            f"genepool: only GENEPOOL_DATABASE_URL is set ({redact(url)}): the app runs as the owner of the "
-            "registry tables, which is then protected by triggers only (an owner can disable them); set "
+            f"genepool: only GENEPOOL_DATABASE_URL is set ({redact(url)}) and its user owns the registry tables "
+            "(or is a superuser): the registry is then protected by triggers only (an owner can disable them); set "
             "GENEPOOL_MIGRATION_DATABASE_URL to the owner and GENEPOOL_DATABASE_URL to an app role (README)",
         )
     return urls
 
 
 _prepared: set[str] = set()
+
+
+def _may_disable_registry_triggers(url: str) -> bool:
+    """Whether the URL's user is a superuser or owns genepool.prompts (or will, creating it by migrating)."""
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        row = conn.execute(
+            "SELECT r.rolsuper OR c.oid IS NULL OR pg_has_role(current_user, c.relowner, 'MEMBER')"
+            " FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('genepool.prompts')"
+            " WHERE r.rolname = current_user"
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def ensure_app_role(owner_url: str, role: str = APP_ROLE) -> None:
@@ -293,9 +307,16 @@ def _ensure_database_exists(url: str) -> None:
         if "does not exist" not in str(exc):
             raise unavailable(url, exc) from None
     admin = _with_database(url, "postgres")
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-        with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-            conn.execute(f'CREATE DATABASE "{dbname}"')
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                conn.execute(f'CREATE DATABASE "{dbname}"')
+    except psycopg.Error as exc:
+        said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise DatabaseUnavailable(
+            f"database {dbname!r} does not exist at {redact(url)} and {url_user(url) or 'this user'} cannot create "
+            f'it ({said[:160]}); create it as its owner (CREATE DATABASE "{dbname}") or fix the URL'
+        ) from None
 
 
 def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:

@@ -503,3 +503,17 @@ def test_dbt_metrics_build_as_the_app_role_after_an_owner_built_them(app_role_ur
         owner = conn.execute("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'genepool_metrics'")
         assert owner.fetchone()[0] == APP_ROLE
         assert conn.execute("SELECT count(*) FROM genepool_metrics.agent_health").fetchone()[0] >= 1
+
+
+def test_one_url_as_the_owner_warns_once_and_an_app_role_url_does_not(app_role_urls, monkeypatch, caplog):
+    monkeypatch.delenv("GENEPOOL_MIGRATION_DATABASE_URL", raising=False)
+    monkeypatch.setenv("GENEPOOL_DAGSTER_DATABASE_URL", app_role_urls.owner)  # no dagster database created here
+    for url, warns in ((app_role_urls.app, False), (app_role_urls.owner, True)):
+        monkeypatch.setattr(postgres, "_warned", set())
+        monkeypatch.setenv("GENEPOOL_DATABASE_URL", url)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="genepool.db"):
+            for _ in range(2):
+                assert Database.from_env().url == url
+        said = [r.getMessage() for r in caplog.records if "protected by triggers only" in r.getMessage()]
+        assert len(said) == (1 if warns else 0), said
