@@ -34,6 +34,7 @@ from assets.partitions import (
     partition_key,
 )
 from genepool.db import Database
+from orchestration.sweep import sweep_dead_runs
 from resources import PostgresResource
 
 GENERATION_JOB = "generation_job"
@@ -330,6 +331,8 @@ def build_metric_threshold_sensor(
     def _sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
         table = fixed if fixed is not None else parse_thresholds(os.environ.get(THRESHOLDS_ENV))
         db = postgres.database()
+        # a run whose process died stays STARTED for ever and would block its agent: fail and record it first
+        sweep_dead_runs(context.instance, db, log=context.log)
         return evaluate_metric_thresholds(context, db, table, job_name=job_name)
 
     return _sensor
@@ -443,9 +446,9 @@ def record_run_failure(db: Database, context: dg.RunFailureSensorContext) -> dic
         "failed_at": failed_at,
     }
     db.execute(
-        "INSERT INTO genepool.run_failures (run_id, job_name, partition_key, agent_type, error, failed_steps, failed_at)"
-        " VALUES (%(run_id)s, %(job_name)s, %(partition_key)s, %(agent_type)s, %(error)s, %(failed_steps)s, %(failed_at)s)"
-        " ON CONFLICT (run_id) DO NOTHING",
+        "INSERT INTO genepool.run_failures (run_id, job_name, partition_key, agent_type, error, failed_steps,"
+        " failed_at) VALUES (%(run_id)s, %(job_name)s, %(partition_key)s, %(agent_type)s, %(error)s,"
+        " %(failed_steps)s, %(failed_at)s) ON CONFLICT (run_id) DO NOTHING",
         row,
     )
     return row
