@@ -160,3 +160,37 @@ def test_item_is_hashable_and_frozen():
     assert {item: 1}[item] == 1
     with pytest.raises(AttributeError):
         item.id = "z"  # type: ignore[misc]
+
+
+# --- hostile input: encoding, sizes, NUL and control characters (issue 7, point 9) ----------------------
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"input": "a" * 10_000_000}, "characters (max 200,000); shorten the item"),  # refused before parsing
+        ({"input": "a" * 150_000}, "field 'input' is 150,000 characters long (max 20,000)"),
+        ({"input": "ab\x00c"}, "field 'input' contains a NUL byte"),
+        ({"expected": "ok\x1b[31m"}, "field 'expected' contains the control character U+001B"),
+        ({"id": "a\nb"}, "field 'id' contains the control character U+000A"),
+        ({"input": "bad \ud800 surrogate"}, "field 'input' contains an unpaired surrogate U+D800"),
+        ({"checker_args": {"tolerance": float("nan")}, "checker": "numeric", "expected": "4"},
+         "field 'checker_args.tolerance' is nan"),
+    ],
+)
+def test_hostile_fields_are_refused_with_line_and_field(change, fragment):
+    line = json.dumps({**GOOD, "id": "a2", **change})
+    with pytest.raises(BenchmarkError) as err:
+        parse_benchmark([json.dumps(GOOD), line], source="b.jsonl")
+    msg = str(err.value)
+    assert msg.startswith("b.jsonl line 2: ") and fragment in msg and "\n" not in msg, msg
+
+
+def test_a_benchmark_file_that_is_not_utf8_names_line_and_column(tmp_path):
+    p = tmp_path / "b.jsonl"
+    p.write_bytes((json.dumps(GOOD) + "\n").encode() + b'{"id": "x\xff"}\n')
+    with pytest.raises(BenchmarkError, match=r"b.jsonl: line 2 column 10: byte 0xff is not UTF-8"):
+        load_benchmark(p)
+
+
+def test_deeply_nested_json_is_an_error_not_a_crash():
+    with pytest.raises(BenchmarkError, match=r"line 1: JSON nested too deeply|line 1: .*not an object"):
+        parse_benchmark(["[" * 100_000 + "]" * 100_000])

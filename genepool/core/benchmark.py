@@ -11,6 +11,11 @@ Each line is a JSON object with the string fields ``id``, ``input``, ``expected`
   JSON object (whose keys/values the output must match, and which must itself satisfy the schema) or "".
 - every checker: ``{"max_chars": N}`` (optional; a longer output fails as ``too_long``).
 
+Limits (``genepool.validation``), checked before a line is parsed or a field is used: the file is UTF-8 and at
+most 50 MB, a line at most 200,000 characters, ``input``/``expected`` at most 20,000 characters (the model
+never sees a 10 MB field), the other fields one line of at most 200; no NUL or control characters (tab and
+newline are allowed in ``input``/``expected``).
+
 ``parse_benchmark`` collects every problem (up to ``MAX_ERRORS``) and raises one ``BenchmarkError``
 whose message names the source, the line, the field and the fix for each.
 """
@@ -18,13 +23,24 @@ whose message names the source, the line, the field and the fix for each.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genepool.validation import (
+    MAX_BENCHMARK_FIELD_CHARS,
+    MAX_BENCHMARK_FILE_BYTES,
+    MAX_BENCHMARK_LINE_CHARS,
+    read_text_file,
+    text_problem,
+)
+
 SPLITS = ("train", "validation", "test")
+MAX_NAME_CHARS = 200  # id, checker, split, task: one line each
+FIELD_LIMITS = {"input": MAX_BENCHMARK_FIELD_CHARS, "expected": MAX_BENCHMARK_FIELD_CHARS}
 REQUIRED_FIELDS = ("id", "input", "expected", "checker", "split", "task")
 MAX_ERRORS = 20
 
@@ -101,7 +117,7 @@ def _validate_args(item_d: dict[str, Any], where: str) -> list[str]:
         except ValueError:
             errs.append(f"{where}: field 'expected' is {expected!r}; numeric needs a number such as '48213' or '2.5'")
         tol = args.get("tolerance", 0)
-        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or tol < 0:
+        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or tol < 0:
             errs.append(f"{where}: field 'checker_args.tolerance' is {tol!r}; use a non-negative number")
     elif checker == "regex":
         pattern = args.get("pattern")
@@ -168,10 +184,16 @@ def parse_benchmark(lines: Iterable[str], source: str = "<benchmark>") -> list[I
         if not line:
             continue
         where = f"{source} line {lineno}"
+        if len(line) > MAX_BENCHMARK_LINE_CHARS:
+            errors.append(f"{where}: is {len(line):,} characters (max {MAX_BENCHMARK_LINE_CHARS:,}); shorten the item")
+            continue
         try:
             d = json.loads(line)
         except json.JSONDecodeError as exc:
             errors.append(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); write one JSON object per line")
+            continue
+        except RecursionError:
+            errors.append(f"{where}: JSON nested too deeply; write one flat JSON object per line")
             continue
         if not isinstance(d, dict):
             errors.append(f"{where}: is a JSON {type(d).__name__}, not an object; write one JSON object per line")
@@ -187,6 +209,13 @@ def parse_benchmark(lines: Iterable[str], source: str = "<benchmark>") -> list[I
             line_errs.append(
                 f"{where}: unknown field(s) {extra}; allowed fields are {', '.join(REQUIRED_FIELDS)}, checker_args"
             )
+        if line_errs:
+            errors.extend(line_errs)
+            continue
+        for f in REQUIRED_FIELDS:
+            problem = text_problem(d[f], FIELD_LIMITS.get(f, MAX_NAME_CHARS), multiline=f in FIELD_LIMITS)
+            if problem:
+                line_errs.append(f"{where}: field '{f}' {problem}")
         if line_errs:
             errors.extend(line_errs)
             continue
@@ -240,8 +269,11 @@ def load_benchmark(path: str | Path) -> list[Item]:
     p = Path(path)
     if not p.is_file():
         raise BenchmarkError([f"{p}: benchmark file not found; pass the path of a .jsonl file"])
-    with p.open(encoding="utf-8") as fh:
-        return parse_benchmark(fh, source=p.name)
+    text, problem = read_text_file(p, MAX_BENCHMARK_FILE_BYTES)  # size before reading, then strict UTF-8
+    if problem:
+        raise BenchmarkError([f"{p.name}: {problem}"])
+    assert text is not None
+    return parse_benchmark(text.split("\n"), source=p.name)
 
 
 def split_items(items: Iterable[Item], split: str) -> list[Item]:

@@ -4,8 +4,10 @@ Every operator takes a ``random.Random`` and draws from it in a fixed order, so 
 inputs give the same child. An operator that cannot apply (nothing to remove, nothing new to add)
 returns the genome unchanged; the breeder treats that as "draw again".
 
-``reflect`` is the only operator that calls a model: it renders ``templates/reflect.j2`` with
-StrictUndefined and parses the reply into instruction lists, dropping what it cannot parse.
+``reflect`` is the only operator that calls a model: it renders ``templates/reflect.j2`` in the bounded
+sandbox (StrictUndefined) and parses the reply into instruction lists, dropping what it cannot parse. The
+rules it returns are untrusted text: every child still goes through the sanity check, which refuses
+template markup the sandbox will not render, so a bad (and cached) reply is a named rejection each re-run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import jinja2
 
 from genepool.core.clustering import FailureCluster
 from genepool.core.genome import Example, Genome, Params
+from genepool.core.sandbox import META_ENV, TemplateRefused, render_meta
 from genepool.core.types import field_of
 
 log = logging.getLogger(__name__)
@@ -306,13 +309,17 @@ def crossover(g1: Genome, g2: Genome, rng: random.Random) -> tuple[Genome, Genom
 
 # --- reflective mutation (model) -------------------------------------------------------------------
 
-_TEMPLATE_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 REFLECT_PARAMS = {"temperature": 0.0, "max_tokens": 160, "stop": []}
+MAX_REFLECTION_CHARS = 20_000  # of a reflection reply that is parsed (the rest is ignored)
+
+
+def reflect_source() -> str:
+    return resources.files("genepool.core.templates").joinpath("reflect.j2").read_text(encoding="utf-8")
 
 
 def reflect_template() -> jinja2.Template:
-    text = resources.files("genepool.core.templates").joinpath("reflect.j2").read_text(encoding="utf-8")
-    return _TEMPLATE_ENV.from_string(text)
+    """The meta-prompt as a template of the sandboxed, bounded environment (genepool.core.sandbox)."""
+    return META_ENV.from_string(reflect_source())
 
 
 # A worked example shown to the model as a user/assistant exchange before the real request: tiny
@@ -347,17 +354,17 @@ def reflect_messages(g: Genome, clusters: Sequence[FailureCluster], n: int) -> l
 
     System, then a worked example (user request and the ideal answer) and the real request.
     """
-    template = reflect_template()
+    source = reflect_source()
     n_demo = min(n, len(_DEMO_LISTS))
-    demo = template.render(
+    demo = render_meta(source, dict(
         role=_DEMO_GENOME.role, instructions=list(_DEMO_GENOME.instructions), clusters=_DEMO_CLUSTERS, n=n_demo
-    )
-    prompt = template.render(
+    ))
+    prompt = render_meta(source, dict(
         role=g.role,
         instructions=list(g.instructions),
         clusters=[c.to_dict() for c in clusters[:5]],
         n=n,
-    )
+    ))
     return [
         {"role": "system", "content": REFLECT_SYSTEM},
         {"role": "user", "content": demo},
@@ -397,6 +404,11 @@ def parse_reflection(text: str, n: int) -> tuple[list[list[str]], list[str]]:
     """
     problems: list[str] = []
     lists: list[list[str]] = []
+    if not isinstance(text, str):
+        return [], [f"reply is {type(text).__name__}, not text"]
+    if len(text) > MAX_REFLECTION_CHARS:
+        problems.append(f"reply is {len(text):,} characters; only the first {MAX_REFLECTION_CHARS:,} are read")
+        text = text[:MAX_REFLECTION_CHARS]
     m = re.search(r"\[\s*\[.*\]\s*\]", text, re.DOTALL)
     if m:
         try:
@@ -453,7 +465,14 @@ def reflect(
     """
     if n <= 0:
         return []
-    messages = reflect_messages(g, clusters, n)
+    try:
+        messages = reflect_messages(g, clusters, n)
+    except TemplateRefused as exc:  # a parent or cluster text the meta-prompt cannot hold: no reflection
+        msg = f"reflect: meta-prompt refused: {exc}"
+        log.warning(msg)
+        if notes is not None:
+            notes.append(msg)
+        return []
     try:
         completion = llm.chat(messages, reflect_params(n), purpose="reflect", partition_key=partition_key)
     except Exception as exc:  # a failed reflection must not stop breeding

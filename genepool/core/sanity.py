@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from genepool.core.genome import Genome, GenomeError, render_check
+from genepool.core.genome import (
+    CHECK_VALUES,
+    Genome,
+    GenomeError,
+    field_render_problems,
+    limit_problems,
+    render_template,
+)
 
 INJECTION_PATTERNS: tuple[str, ...] = (
     r"\bignore\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier|preceding)?\s*(?:instructions|rules|prompts?)\b",
@@ -26,8 +33,8 @@ INJECTION_PATTERNS: tuple[str, ...] = (
     r"\bno\s+(?:restrictions|rules\s+apply)\b",
 )
 _INJECTION = [re.compile(p, re.IGNORECASE) for p in INJECTION_PATTERNS]
-EXAMPLE_FORMATS = ("turns", "inline")
 MAX_INSTRUCTION_CHARS = 300
+_MARKUP = re.compile(r"\{[{%#]")
 
 
 @dataclass(frozen=True)
@@ -87,19 +94,37 @@ def sanity_check(
 ) -> SanityResult:
     """Check a genome; ``ok`` is False with reasons when any rule fails.
 
-    Rejects: template that does not render (StrictUndefined), empty role, rendered prompt (with
+    Rejects: sizes, NUL/control characters and decoding parameters out of range (checked before anything is
+    rendered; ``genepool.validation``), template fields that the sandbox refuses or that do not render
+    (StrictUndefined; each reason names the field), template markup in few-shot examples, empty role, rendered prompt (with
     inline examples) over ``max_chars``, injection phrases, nonsense/drift (mostly non-letters,
     repeated tokens, instructions that are not sentences), duplicate instructions, few-shot examples
     whose input or output equals a held-out item's text (``heldout_answers``: held-out inputs and
-    answers), held-out text quoted in an instruction, bad decoding parameters. ``judge`` (optional)
+    answers), held-out text quoted in an instruction. Never raises for a bad genome. ``judge`` (optional)
     is a model-based check: ``judge(genome)`` returns True/False, (ok, reason) or a SanityResult.
     """
     reasons: list[str] = []
-    try:
-        rendered = render_check(genome)
-    except GenomeError as exc:
-        reasons.append(f"template: {exc}")
-        rendered = genome.content()
+    # Hard limits first (sizes, NUL/control characters, parameter ranges): nothing is rendered when one fails.
+    hard = limit_problems(genome)
+    reasons += [f"{where}: {problem}" for where, problem in hard]
+    rendered = genome.content()
+    if not hard:
+        # Each template field on its own in the sandbox (so the reason names the field), then the whole prompt.
+        bad_fields = field_render_problems(genome, CHECK_VALUES)
+        reasons += [f"{where}: {problem}" for where, problem in bad_fields]
+        if not bad_fields:
+            try:
+                rendered = render_template(genome.content(), CHECK_VALUES, field="prompt")
+            except GenomeError as exc:
+                reasons.append(str(exc))
+    for i, e in enumerate(genome.examples):
+        for name in ("input", "output"):
+            m = _MARKUP.search(getattr(e, name))
+            if m:
+                reasons.append(
+                    f"examples[{i}].{name}: contains template markup {m.group(0)!r}; few-shot examples are literal "
+                    "text from traces or the benchmark, so this one is not used"
+                )
 
     if not genome.role.strip():
         reasons.append("role: empty; give the agent a one-line role such as 'You are a support-desk assistant.'")
@@ -111,7 +136,8 @@ def sanity_check(
         reasons.append(f"length: prompt is {total} characters, over max_chars={max_chars}; drop rules or examples")
 
     texts = [("role", genome.role)] + [(f"instructions[{i}]", t) for i, t in enumerate(genome.instructions)]
-    texts += [(f"examples[{i}].output", e.output) for i, e in enumerate(genome.examples)]
+    texts += [(f"examples[{i}].{name}", getattr(e, name)) for i, e in enumerate(genome.examples)
+              for name in ("input", "output")]
     for where, text in texts:
         for pat in _INJECTION:
             m = pat.search(text)
@@ -150,13 +176,6 @@ def sanity_check(
         if any(h in low for h in long_heldout):
             reasons.append(f"instructions[{i}]: quotes a held-out item")
 
-    p = genome.params
-    if p.max_tokens <= 0:
-        reasons.append(f"params.max_tokens={p.max_tokens}: must be > 0")
-    if not 0.0 <= p.temperature <= 2.0:
-        reasons.append(f"params.temperature={p.temperature}: must be between 0 and 2")
-    if genome.example_format not in EXAMPLE_FORMATS:
-        reasons.append(f"example_format={genome.example_format!r}: use one of {EXAMPLE_FORMATS}")
 
     if judge is not None and not reasons:
         verdict = judge(genome)
@@ -170,3 +189,23 @@ def sanity_check(
         elif not verdict:
             reasons.append("judge: rejected")
     return SanityResult(ok=not reasons, reasons=reasons)
+
+
+class SeedRejected(GenomeError):
+    """An agent's seed prompt that fails the sanity check; it never goes to production."""
+
+
+def seed_problems(genome: Genome) -> list[tuple[str, str]]:
+    """The sanity check of a seed genome as (field, problem) pairs; [] when it may go to production."""
+    return [tuple(r.split(": ", 1)) if ": " in r else (r, "rejected") for r in sanity_check(genome).reasons]  # type: ignore[misc]
+
+
+def check_seed(agent_type: str, genome: Genome) -> Genome:
+    """Raise SeedRejected (one line naming the agent and field) unless the seed passes the same sanity check as
+    every child; call it before a seed prompt is registered or put in production."""
+    problems = seed_problems(genome)
+    if problems:
+        where, problem = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise SeedRejected(f"seed prompt of agent {agent_type!r}: {where}: {problem}{more}; fix the agent definition")
+    return genome

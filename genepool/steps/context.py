@@ -21,6 +21,7 @@ from genepool.agents import AgentSpec, get_agent, load_agent_benchmark
 from genepool.core.benchmark import Item
 from genepool.core.budget import BudgetTracker
 from genepool.core.evolution import generation_rng
+from genepool.core.sanity import check_seed
 from genepool.db import Database
 from genepool.keys import partition_key
 from genepool.llm import Completion, LLMClient, normalise_params
@@ -54,7 +55,9 @@ def upper_bound_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
 
 
 def ensure_production(registry: PromptRegistry, agent: AgentSpec) -> PromptRecord:
-    """The agent's production prompt; the seed genome is registered and put in production if none is."""
+    """The agent's production prompt; the seed genome is registered and put in production if none is.
+    The seed must pass the same sanity check as every child (``check_seed`` raises SeedRejected naming the field)."""
+    check_seed(agent.agent_type, agent.seed_genome)
     try:
         return registry.get_prompt(agent.agent_type, "prod")
     except LookupError:

@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from genepool import approval
+from genepool.core.sandbox import html_environment
 from genepool.db import Database
 from genepool.registry import PromptRegistry, RegistryError
 from genepool.web.svg import pareto_svg
@@ -71,15 +72,11 @@ def _diff_class(line: str) -> str:
 
 
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True,  # prompts, reasons and names are user data
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
+    # Sandboxed (genepool.core.sandbox): the page shows prompts, reasons and names that are user data.
+    return html_environment(
+        jinja2.FileSystemLoader(HERE / "templates"),
+        filters=dict(pct=_pct, num=_num, signed=_signed, diff_class=_diff_class, urlq=lambda s: quote(str(s), safe="")),
     )
-    env.filters.update(pct=_pct, num=_num, signed=_signed, diff_class=_diff_class, urlq=lambda s: quote(str(s), safe=""))
-    return env
 
 
 def create_app(db: Database, *, on_approved=None, langfuse=None) -> FastAPI:
