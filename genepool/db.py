@@ -355,23 +355,31 @@ def migrate(url: str, app_role: str | None = None) -> list[str]:
         conn.commit()
         if not pending and app_role is None:
             return applied
+        may_migrate = conn.execute(
+            "SELECT r.rolsuper OR (CASE WHEN n.oid IS NULL THEN has_database_privilege(current_database(), 'CREATE')"
+            " ELSE pg_has_role(current_user, n.nspowner, 'MEMBER') END) AS ok"
+            " FROM pg_roles r LEFT JOIN pg_namespace n ON n.nspname = 'genepool' WHERE r.rolname = current_user"
+        ).fetchone()["ok"]
+        conn.commit()
+    if not may_migrate:  # the app role: the owner applies them (and grants), if we know the owner
+        owner = os.environ.get("GENEPOOL_MIGRATION_DATABASE_URL")
+        if owner and owner != url:
+            return migrate(owner, app_role=app_role or url_user(url))
+        raise RuntimeError(
+            f"{len(pending)} database migration(s) pending ({pending[0].name if pending else 'grants'}...) and "
+            f"{url_user(url) or 'this user'} may not apply them; set GENEPOOL_MIGRATION_DATABASE_URL to the owner "
+            "of schema genepool"
+        )
+    with connect(url) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
-            try:
-                conn.execute("CREATE SCHEMA IF NOT EXISTS genepool")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS genepool.schema_migrations ("
-                    " version integer PRIMARY KEY, name text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                conn.commit()
-            except psycopg.errors.InsufficientPrivilege:
-                conn.rollback()
-                raise RuntimeError(
-                    f"{len(pending)} database migration(s) pending ({pending[0].name}...) and "
-                    f"{url_user(url) or 'this user'} may not apply them; run them as the owner of schema genepool "
-                    "(set GENEPOOL_MIGRATION_DATABASE_URL)"
-                ) from None
+            conn.execute("CREATE SCHEMA IF NOT EXISTS genepool")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS genepool.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            conn.commit()
             done = {r["version"] for r in conn.execute("SELECT version FROM genepool.schema_migrations")}
             for path in sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql")):
                 version = int(path.name[:4])

@@ -517,3 +517,23 @@ def test_one_url_as_the_owner_warns_once_and_an_app_role_url_does_not(app_role_u
                 assert Database.from_env().url == url
         said = [r.getMessage() for r in caplog.records if "protected by triggers only" in r.getMessage()]
         assert len(said) == (1 if warns else 0), said
+
+
+def test_migrate_as_the_app_role_hands_pending_migrations_to_the_owner(fresh_database_url, monkeypatch):
+    """The Dagster resource calls migrate() with the app's URL: pending migrations are applied by the owner named
+    in GENEPOOL_MIGRATION_DATABASE_URL, or refused in one line naming it."""
+    from genepool.db import APP_ROLE, ensure_app_role, migrate, with_user
+
+    owner = fresh_database_url("gpdeleg")
+    ensure_app_role(owner)
+    app = with_user(owner, APP_ROLE)
+    monkeypatch.delenv("GENEPOOL_MIGRATION_DATABASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match=r"pending .* set GENEPOOL_MIGRATION_DATABASE_URL"):
+        migrate(app)
+    monkeypatch.setenv("GENEPOOL_MIGRATION_DATABASE_URL", owner)
+    assert "0004_registry_defense.sql" in migrate(app)
+    assert migrate(app) == []
+    with _raw(app) as conn:
+        assert conn.execute("SELECT count(*) FROM genepool.prompts").fetchone()[0] == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("TRUNCATE genepool.prompt_events")
