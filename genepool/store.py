@@ -167,10 +167,28 @@ class Spend:
         return self.steps.get(name, StepSpend())
 
 
+# the step whose calls a purpose names (genepool.llm_calls.purpose -> generation_spend.step)
+PURPOSE_STEP = {"traces": "traces", "reflect": "population", "experiment": "experiments",
+                "validation": "validation", "test": REPORT_STEP}
+
+
 def generation_spend(db: Database, key: str) -> Spend:
-    rows = db.fetchall("SELECT * FROM genepool.generation_spend WHERE experiment_id = %s ORDER BY step", (key,))
-    return Spend({r["step"]: StepSpend(int(r["rollouts"]), int(r["tokens"]), float(r["usd"]), int(r["llm_calls"]))
-                  for r in rows})
+    """Work per step (rollouts, tokens of the step's last attempt) from ``generation_spend``; money and
+    uncached calls of EVERY attempt from the ledger ``genepool.llm_calls`` (one row per call, written with
+    the call), so a process killed between a call and its bookkeeping loses no dollar."""
+    work = {r["step"]: r for r in db.fetchall(
+        "SELECT step, rollouts, tokens FROM genepool.generation_spend WHERE experiment_id = %s", (key,))}
+    money: dict[str, tuple[float, int]] = {}
+    for r in db.fetchall(
+        "SELECT purpose, coalesce(sum(cost_usd), 0) AS usd, count(*) FILTER (WHERE NOT cached) AS calls"
+        " FROM genepool.llm_calls WHERE partition_key = %s GROUP BY purpose", (key,)
+    ):
+        step = PURPOSE_STEP.get(r["purpose"], r["purpose"])
+        usd, calls = money.get(step, (0.0, 0))
+        money[step] = (usd + float(r["usd"]), calls + int(r["calls"]))
+    steps = sorted(set(work) | set(money))
+    return Spend({s: StepSpend(int(work[s]["rollouts"]) if s in work else 0, int(work[s]["tokens"]) if s in work else 0,
+                               *money.get(s, (0.0, 0))) for s in steps})
 
 
 def start_step_spend(db: Database, key: str, step: str) -> None:

@@ -177,8 +177,9 @@ def test_spend_rows_add_up_across_concurrent_writers(db, db_url):
         t.start()
     for t in threads:
         t.join()
-    s = store.generation_spend(db, "x/g0001").step("experiments")
-    assert (s.rollouts, s.tokens, s.usd, s.llm_calls) == (160, 1600, 80.0, 160)
+    row = db.fetchone("SELECT rollouts, tokens, usd, llm_calls FROM genepool.generation_spend"
+                      " WHERE experiment_id = 'x/g0001' AND step = 'experiments'")
+    assert row == {"rollouts": 160, "tokens": 1600, "usd": 80.0, "llm_calls": 160}  # no write lost
 
 
 def test_daily_usd_cap_holds_across_concurrent_runs(db, db_url, probe):

@@ -8,7 +8,8 @@ ALTER TABLE genepool.experiments ADD COLUMN IF NOT EXISTS attempts integer NOT N
 ALTER TABLE genepool.experiments ADD COLUMN IF NOT EXISTS finished_at timestamptz;
 
 -- generation_spend: rollouts and tokens are the step's work (reset when the step starts again, so a
--- re-run counts once); usd and llm_calls are money and calls really spent, only ever added to.
+-- re-run counts once); usd and llm_calls add up every attempt (genepool.store.generation_spend reads money
+-- from the ledger genepool.llm_calls, which is written with each call).
 COMMENT ON COLUMN genepool.generation_spend.usd IS 'USD of uncached calls of every attempt of the step (only added to)';
 COMMENT ON COLUMN genepool.generation_spend.llm_calls IS 'uncached LLM calls of every attempt of the step (only added to)';
 
