@@ -44,6 +44,9 @@ from typing import Any
 import pandas as pd
 
 from genepool.core.trace_schema import empty_traces, json_safe, validate_traces
+from genepool.validation import read_text_file, utf8_problem
+
+MAX_OTEL_FILE_BYTES = 200_000_000
 
 LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 SOURCE = "otel"
@@ -89,9 +92,15 @@ def _load(path_or_obj: Any) -> list[dict]:
         path = Path(obj)
         if not path.exists():
             raise OtelImportError(f"{path}: no such file; pass an OTLP JSON export file, a dict or a JSON string")
-        obj = path.read_text(encoding="utf-8")
+        text, problem = read_text_file(path, MAX_OTEL_FILE_BYTES)
+        if problem:
+            raise OtelImportError(f"{path}: {problem}")
+        obj = text
     if isinstance(obj, (bytes, bytearray)):
-        obj = obj.decode("utf-8")
+        problem = utf8_problem(bytes(obj))
+        if problem:
+            raise OtelImportError(f"OTLP JSON: {problem}")
+        obj = bytes(obj).decode("utf-8")
     if isinstance(obj, str):
         try:
             obj = json.loads(obj)
@@ -100,6 +109,10 @@ def _load(path_or_obj: Any) -> list[dict]:
                 obj = [json.loads(line) for line in obj.splitlines() if line.strip()]
             except json.JSONDecodeError as exc:
                 raise OtelImportError(f"not JSON or JSON lines: {exc}") from exc
+            except RecursionError:
+                raise OtelImportError("JSON nested too deeply; pass an OTLP/JSON export") from None
+        except RecursionError:
+            raise OtelImportError("JSON nested too deeply; pass an OTLP/JSON export") from None
     requests = obj if isinstance(obj, list) else [obj]
     for i, req in enumerate(requests):
         if not isinstance(req, Mapping) or "resourceSpans" not in req:

@@ -3,7 +3,9 @@
 Rows come from the benchmark runner, Langfuse observations or OpenTelemetry GenAI exports and go
 to ``genepool.traces``. Rows that fail validation are never dropped silently: ``validate_traces``
 returns them as quarantine records ``{"raw": <row as JSON-safe dict>, "reason": "..."}`` and
-``quarantine`` stores them in ``genepool.trace_quarantine``.
+``quarantine`` stores them in ``genepool.trace_quarantine``. Text columns are checked for NUL and control
+characters and sizes (ids 512 characters, texts 100,000, JSON columns 100,000) before pandera runs; a
+quarantine record keeps at most 2,000 characters of each value, with NUL escaped, as evidence.
 
 No Dagster import here; the Dagster type built from ``TraceSchema`` lives in
 ``genepool.langfuse_io`` (``trace_dagster_type``).
@@ -14,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -22,6 +25,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+
+from genepool.validation import MAX_TRACE_ID_CHARS, MAX_TRACE_TEXT_CHARS, text_problem
 
 # Column order of genepool.traces (created_at is set by the database).
 TRACE_COLUMNS: tuple[str, ...] = (
@@ -68,6 +73,45 @@ COLUMN_DEFAULTS: dict[str, Any] = {
 _NULLABLE = ("prompt_id", "prompt_version", "partition_key", "item_id", "expected", "error")
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
+
+
+# (column, max characters, newlines allowed) of the text columns; see genepool.validation.
+_TEXT_LIMITS: tuple[tuple[str, int, bool], ...] = (
+    *((c, MAX_TRACE_ID_CHARS, False) for c in ("id", "agent_type", "prompt_id", "prompt_version", "partition_key",
+                                               "source", "item_id")),
+    *((c, MAX_TRACE_TEXT_CHARS, True) for c in ("input", "output", "expected", "checker_message", "error")),
+)
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+MAX_QUARANTINE_STRING_CHARS = 2_000  # evidence kept of one over-long value in a quarantine record
+
+
+def _json_text_problem(value: Any) -> str | None:
+    """Size and characters of a JSON column (tool_calls, metadata): PostgreSQL's jsonb refuses \\u0000."""
+    try:
+        text = json.dumps(value, allow_nan=False, default=str, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return None  # pandera's is_json_list / is_json_object names it
+    if len(text) > MAX_TRACE_TEXT_CHARS:
+        return f"is {len(text):,} characters of JSON (max {MAX_TRACE_TEXT_CHARS:,}); drop large values"
+    if "\\u0000" in text:
+        return "contains a NUL character (\\u0000); remove it"
+    if _SURROGATE.search(text):
+        return "contains an unpaired surrogate (not valid UTF-8); remove it"
+    return None
+
+
+def _evidence(value: Any) -> Any:
+    """A quarantine-safe copy: no NUL or lone surrogates (jsonb refuses them), long strings cut with a note."""
+    if isinstance(value, str):
+        if len(value) > MAX_QUARANTINE_STRING_CHARS:
+            value = value[:MAX_QUARANTINE_STRING_CHARS] + f"...[{len(value) - MAX_QUARANTINE_STRING_CHARS:,} more chars]"
+        value = value.replace("\x00", "\\x00")
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {_evidence(str(k)): _evidence(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_evidence(v) for v in value]
+    return value
 
 
 def _json_ok(value: Any) -> bool:
@@ -224,6 +268,25 @@ def validate_traces(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     else:
         checked = frame
 
+    # Text limits and characters (NUL, control characters, sizes) before pandera and before any database call:
+    # PostgreSQL refuses NUL in text and jsonb, and a 10 MB input must never reach a model.
+    for col, limit, multiline in _TEXT_LIMITS:
+        if col not in frame.columns:
+            continue
+        for i, v in enumerate(frame[col].tolist()):
+            if v is None or not isinstance(v, str):
+                continue  # missing / wrong type: pandera's checks name it
+            problem = text_problem(v, limit, multiline=multiline)
+            if problem:
+                reasons.setdefault(i, []).append(f"{col}: {problem}")
+    for col in ("tool_calls", "metadata"):
+        if col not in frame.columns:
+            continue
+        for i, v in enumerate(frame[col].tolist()):
+            problem = _json_text_problem(v)
+            if problem:
+                reasons.setdefault(i, []).append(f"{col}: {problem}")
+
     frame_level: list[str] = []
     if len(checked):
         try:
@@ -357,7 +420,8 @@ def quarantine(db: Any, rows: Iterable[Mapping[str, Any]], source: str, partitio
         if not reason:
             raise ValueError(f"quarantine: rows[{i}]['reason'] is empty; say why the row was rejected")
         raw = rec["raw"] if isinstance(rec["raw"], Mapping) else {"value": rec["raw"]}
-        records.append((source, partition_key, json.dumps(json_safe(raw), allow_nan=False), reason))
+        records.append((source, partition_key, json.dumps(_evidence(json_safe(raw)), allow_nan=False),
+                        _evidence(reason)))
     if not records:
         return 0
     with db.connection() as conn:
