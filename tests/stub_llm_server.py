@@ -44,8 +44,10 @@ class _Server(ThreadingHTTPServer):
 
 class StubLLMServer:
     def __init__(self, script: list[dict] | None = None, default: dict | None = None, latency_s: float = 0.0,
-                 port: int = 0, fail_every: int = 0):
+                 port: int = 0, fail_every: int = 0, die_after: int | None = None):
         self.script = list(script or [])
+        self.die_after = die_after  # after this many requests the server dies (connections refused)
+        self._dead = False
         self.fail_every = fail_every  # every n-th request answers 429 with Retry-After (0 = never)
         self.statuses: dict[int, int] = {}
         self.default = default or {}
@@ -85,10 +87,17 @@ class StubLLMServer:
                 with stub._lock:
                     stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     action = stub.script.pop(0) if stub.script else stub.default
+                    dying = stub.die_after is not None and len(stub.requests) > stub.die_after
                     if stub.fail_every and len(stub.requests) % stub.fail_every == 0 and not action:
                         action = {"status": 429, "headers": {"Retry-After": "0.05"}, "body": {"error": "slow down"}}
                     stub.in_flight += 1
                     stub.peak_in_flight = max(stub.peak_in_flight, stub.in_flight)
+                if dying:  # the server "dies": this connection closes unanswered, the listener goes away
+                    self.close_connection = True
+                    stub._die()
+                    with stub._lock:
+                        stub.in_flight -= 1
+                    return
                 try:
                     if stub.latency_s:
                         time.sleep(stub.latency_s)
@@ -136,10 +145,23 @@ class StubLLMServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def _die(self) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._dead = True
+        threading.Thread(target=self._close_listener, daemon=True).start()
+
+    def _close_listener(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            dead, self._dead = self._dead, True
+        if not dead:
+            self._close_listener()
         self._thread.join(timeout=5)
 
     @property
