@@ -67,3 +67,25 @@ def test_cpu_flags_reads_the_flags_of_interest(tmp_path):
     f.write_text(AMX_CPUINFO)
     assert cpu_flags(f) == ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "amx_tile", "amx_int8", "amx_bf16"]
     assert cpu_flags(tmp_path / "missing") == []
+
+
+@pytest.mark.probe
+def test_doctor_console_output_never_shows_the_key(monkeypatch, probe, capfd):
+    """A server that echoes the planted key in its 401 body: the doctor's console lines stay clean."""
+    from tests.stub_llm_server import StubLLMServer
+
+    secret = "sk-doctor-planted-5c1d9e77a0"
+    body = f'{{"error": "invalid api key {secret}", "auth": "Bearer {secret}"}}'
+    with StubLLMServer(default={"status": 401, "body": body}) as stub:
+        monkeypatch.setenv("GENEPOOL_LLM_PROVIDER", "openai_compatible")
+        monkeypatch.setenv("GENEPOOL_LLM_BASE_URL", stub.base_url)
+        monkeypatch.setenv("GENEPOOL_LLM_MODEL", "stub-model")
+        monkeypatch.setenv("GENEPOOL_LLM_API_KEY_ENV", "GENEPOOL_DOCTOR_TEST_KEY")
+        monkeypatch.setenv("GENEPOOL_DOCTOR_TEST_KEY", secret)
+        printed: list[str] = []
+        report = run_doctor(out=printed.append, timeout_s=120)
+        assert stub.requests and stub.requests[0]["headers"].get("Authorization") == f"Bearer {secret}"
+    assert not report.ok and "HTTP 401" in report.line
+    console = "\n".join([*printed, report.line, *capfd.readouterr()])
+    assert secret not in console and "Bearer" not in console
+    probe("held: a key echoed in a 401 body never reaches the doctor's console output")
