@@ -11,10 +11,11 @@ no new LLM call. ``optimize`` chains generations without Dagster (the side-by-si
 from __future__ import annotations
 
 from genepool.steps.clusters import FailureClusters, find_failure_clusters
-from genepool.steps.context import FingerprintMismatch, Generation, Meter, ensure_production
+from genepool.steps.context import FingerprintMismatch, Generation, ensure_production
 from genepool.steps.experiments import ExperimentResults, run_experiments
 from genepool.steps.front import Front, FrontMember, Scores, select_front
 from genepool.steps.loop import GenerationRun, OptimizeResult, optimize, run_generation
+from genepool.steps.meter import Meter
 from genepool.steps.population import Candidate, Parent, Population, mutate_population
 from genepool.steps.promotion import Promotion, TestScore, promote
 from genepool.steps.traces import TraceSet, collect_traces

@@ -1,8 +1,8 @@
 """Step 6, promotion: front members that beat production on validation with no control regression, by a
 significant margin (the paired lower confidence bound of the gain at ``promotion_confidence`` is above
-``min_improvement``; ``genepool.core.significance``), become ``candidate``; a person approves one to production (``genepool approve``). The held-out test split is
-only reported here (own rollout cap ``max_report_rollouts``; tokens and USD count against the
-generation's caps), never used for selection."""
+``min_improvement``; ``genepool.core.significance``), become ``candidate``; a person approves one to
+production (``genepool approve``). The held-out test split is only reported here (own rollout cap
+``max_report_rollouts``; tokens and USD count against the generation's caps), never used for selection."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from genepool import store
-from genepool.core.significance import paired_lower_bound
 from genepool.core.benchmark import split_items
 from genepool.core.budget import BudgetExceeded
+from genepool.core.significance import paired_lower_bound
 from genepool.steps.context import Generation
 from genepool.steps.experiments import label_once, result_row
 from genepool.steps.front import Front, FrontMember, Scores
