@@ -276,12 +276,32 @@ class ReplayProvider:
                 msg = (
                     f"replay: unseen request {key[:12]} ({self.name}/{self.model}, params {canonical_params(params)})"
                     f"; last user message: {last_user_message(messages)!r}. The recording {self.path} does not hold"
-                    f" it: {RERECORD_HINT}"
+                    f" it{self._nearest(messages, params)}: {RERECORD_HINT}"
                 )
                 self.misses.append(msg)
                 raise UnseenRequestError(msg)
             self.served[key] = self.served.get(key, 0) + 1
         return rec.response
+
+    def _nearest(self, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any]) -> str:
+        """What differs from a recorded request with the same last user message, if there is one."""
+        last = last_user_message(messages, limit=10**9)
+        for rec in self.records.values():
+            if last_user_message(rec.messages, limit=10**9) != last:
+                continue
+            if canonical_params(params) != rec.params:
+                return f" (recorded {rec.key[:12]} has the same user message but params {rec.params})"
+            same = f" (recorded {rec.key[:12]} has the same user message but"
+            if len(rec.messages) != len(messages):
+                return f"{same} {len(rec.messages)} messages, not {len(messages)})"
+            for i, (old, new) in enumerate(zip(rec.messages, messages, strict=True)):
+                if dict(new) != old:
+                    return (
+                        f"{same} messages[{i}] ({old.get('role')}) differs: recorded"
+                        f" {str(old.get('content'))[:80]!r}, now {str(new.get('content'))[:80]!r})"
+                    )
+            return f"{same} provider/model {rec.provider}/{rec.model})"
+        return ""
 
     def cache_identity(self) -> dict[str, Any]:
         """The recorded provider's cache identity (model file hash, n_ctx, seed ...), without the model file."""

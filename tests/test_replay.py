@@ -90,21 +90,22 @@ def test_replay_raises_on_an_unseen_request_naming_hash_and_user_message(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "says"),
     [
-        lambda m, p: (_msgs("hi", system="Be verbose."), p),  # another system prompt
-        lambda m, p: (m, {**p, "max_tokens": 17}),  # another parameter
-        lambda m, p: (m, {**p, "stop": []}),
-        lambda m, p: ([*m, {"role": "assistant", "content": "x"}], p),  # another turn
+        (lambda m, p: (_msgs("hi", system="Be verbose."), p), "messages[0] (system) differs: recorded 'Be brief.'"),
+        (lambda m, p: (m, {**p, "max_tokens": 17}), "same user message but params"),
+        (lambda m, p: (m, {**p, "stop": []}), "same user message but params"),
+        (lambda m, p: ([m[0], {"role": "assistant", "content": "x"}, m[1]], p), "2 messages, not 3"),
     ],
 )
-def test_any_change_of_messages_or_params_is_unseen(tmp_path, change):
+def test_any_change_of_messages_or_params_is_unseen_and_the_error_says_what_differs(tmp_path, change, says):
     path = tmp_path / "rec.jsonl"
     _record(path)
     replay = ReplayProvider(path)
     messages, params = change(_msgs("hi"), PARAMS)
-    with pytest.raises(UnseenRequestError):
+    with pytest.raises(UnseenRequestError) as err:
         replay.complete(messages, params)
+    assert says in str(err.value)
 
 
 def test_a_miss_swallowed_by_the_caller_still_fails_assert_complete(tmp_path):
