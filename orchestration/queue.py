@@ -108,6 +108,12 @@ def _max_concurrent_runs(env: dict[str, str]) -> int:
     return n
 
 
+def _start_timeout(kind: str, env: dict[str, str]) -> int:
+    if kind == "celery":
+        return celery_settings(env)["config_source"]["broker_transport_options"]["visibility_timeout"]
+    return 180
+
+
 def dagster_yaml(storage_url: str, env: dict[str, str] | None = None) -> str:
     """The instance configuration (see the module docstring). JSON strings are valid YAML scalars."""
     env = os.environ if env is None else env
@@ -131,7 +137,9 @@ def dagster_yaml(storage_url: str, env: dict[str, str] | None = None) -> str:
         "    dequeue_interval_seconds: 1",
         "run_monitoring:",
         "  enabled: true",
-        "  start_timeout_seconds: 180",
+        # a run launched onto Celery waits in the broker until a worker is free (STARTING meanwhile): with the
+        # celery launcher it may wait as long as a generation lasts, so it is failed only after visibility_timeout
+        f"  start_timeout_seconds: {_start_timeout(kind, env)}",
         "  poll_interval_seconds: 5",
         "  max_resume_run_attempts: 0  # a generation is re-run from the LLM cache, never resumed mid-step",
     ]

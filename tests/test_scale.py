@@ -110,6 +110,7 @@ def test_celery_launcher_config_and_its_clear_errors():
     assert cfg["run_launcher"]["config"]["backend"] == "redis://127.0.0.1:6390/0"  # a real result backend
     vis = cfg["run_launcher"]["config"]["config_source"]["broker_transport_options"]["visibility_timeout"]
     assert vis >= 3600
+    assert cfg["run_monitoring"]["start_timeout_seconds"] == vis  # a run may wait in Redis for a free worker
     no_db = {k: v for k, v in env.items() if k != "GENEPOOL_DATABASE_URL"}
     with pytest.raises(LauncherConfigError, match="needs GENEPOOL_DATABASE_URL"):
         dagster_yaml("x", env=no_db)
@@ -354,3 +355,19 @@ def test_fleet_of_two_celery_workers_runs_queued_generations_like_one_process(fr
             stub.stop()
         if redis:
             redis.stop()
+
+
+def test_deploy_examples_agree_with_the_generated_configuration():
+    env = {"GENEPOOL_RUN_LAUNCHER": "celery", "GENEPOOL_CELERY_BROKER": "redis://redis.internal:6379/0",
+           "GENEPOOL_CELERY_BACKEND": "redis://redis.internal:6379/1",
+           "GENEPOOL_DATABASE_URL": "postgresql://genepool:PASSWORD@db.internal:5432/genepool"}
+    generated = yaml.safe_load(dagster_yaml("postgresql+psycopg2://genepool:PASSWORD@db.internal:5432/dagster", env))
+    assert yaml.safe_load((ROOT / "deploy/dagster-celery.yaml").read_text()) == generated
+    k8s = yaml.safe_load((ROOT / "deploy/dagster-k8s.yaml").read_text())
+    assert k8s["run_coordinator"] == {**generated["run_coordinator"], "config": {
+        k: v for k, v in generated["run_coordinator"]["config"].items() if k != "dequeue_interval_seconds"}}
+    assert k8s["run_launcher"]["class"] == "K8sRunLauncher" and k8s["run_monitoring"]["enabled"] is True
+    helm = yaml.safe_load((ROOT / "deploy/helm-values.yaml").read_text())
+    limits = helm["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    assert limits == generated["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert helm["runLauncher"]["type"] == "K8sRunLauncher" and helm["dagsterDaemon"]["runMonitoring"]["enabled"]

@@ -6,7 +6,8 @@
   (messages + params), so the same request always gets the same answer, whatever process sends it; usage
   counts words. Every ``every_429``-th request (0 = never) is refused with HTTP 429 and ``Retry-After``.
 - ``GET /stats``: ``{"requests", "answered", "refused_429", "peak_in_flight", "in_flight", "times"}``
-  (``times``: monotonic start time of every answered request, for the request rate).
+  (``times``: monotonic start time of every answered request, for the request rate; ``spans``: its
+  [start, end], for the share of a wall time spent waiting on the model).
 - ``POST /reset``: zero the counters.
 The chosen port is written to ``--port-file`` once the server listens.
 """
@@ -37,6 +38,7 @@ class Stats:
         self.in_flight = 0
         self.peak = 0
         self.times: list[float] = []
+        self.spans: list[tuple[float, float]] = []
 
 
 def make_handler(stats: Stats, latency_s: float, every_429: int, retry_after: float):
@@ -60,7 +62,8 @@ def make_handler(stats: Stats, latency_s: float, every_429: int, retry_after: fl
             if self.path.rstrip("/") == "/stats":
                 with stats.lock:
                     body = {"requests": stats.requests, "answered": stats.answered, "refused_429": stats.refused,
-                            "peak_in_flight": stats.peak, "in_flight": stats.in_flight, "times": list(stats.times)}
+                            "peak_in_flight": stats.peak, "in_flight": stats.in_flight, "times": list(stats.times),
+                            "spans": list(stats.spans)}
                 self._send(200, body)
             else:
                 self._send(404, {"error": "not found"})
@@ -95,6 +98,7 @@ def make_handler(stats: Stats, latency_s: float, every_429: int, retry_after: fl
             if refuse:
                 self._send(429, {"error": {"message": "rate limited (stub)"}}, {"Retry-After": f"{retry_after:g}"})
                 return
+            t0 = time.monotonic()
             try:
                 time.sleep(latency_s)
                 key = json.dumps({"m": messages, "t": req.get("temperature"), "x": req.get("max_tokens"),
@@ -114,6 +118,7 @@ def make_handler(stats: Stats, latency_s: float, every_429: int, retry_after: fl
                 with stats.lock:
                     stats.in_flight -= 1
                     stats.answered += 1
+                    stats.spans.append((t0, time.monotonic()))
 
     return Handler
 
