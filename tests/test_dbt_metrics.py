@@ -196,9 +196,10 @@ def test_generation_front_stats(built):
     assert g1["front_size"] == 3 and g1["feasible_front_size"] == 2
     assert g1["best_success"] == pytest.approx(0.75)  # the infeasible 1.0 does not count
     assert g1["min_avg_tokens"] == pytest.approx(20.0)
-    t_ref = 1.1 * 40.0  # largest avg_tokens on any front of the agent, times 1.1
-    expected = _hv2([(1 - 40 / t_ref, 0.75), (1 - 20 / t_ref, 0.25)])
-    assert g1["hypervolume"] == pytest.approx(expected)
+    # the one hypervolume definition (fixed reference point), the same in Python and dbt
+    from genepool.core.hypervolume import front_hypervolume
+
+    assert g1["hypervolume"] == pytest.approx(front_hypervolume([(0.75, 40.0, 30.0), (0.25, 20.0, 30.0)]))
     assert (g1["children_accepted"], g1["children_rejected"]) == (3, 2)
     assert g1["llm_calls"] == 3 and g1["llm_calls_uncached"] == 2 and g1["llm_cost_usd"] == pytest.approx(0.003)
     g2 = _one(db, "SELECT * FROM genepool_metrics.generation_front_stats WHERE experiment_id = %s", (f"{AGENT}/g0002",))

@@ -1,13 +1,14 @@
 -- Per experiment (= generation partition): Pareto-front size, best success, fewest tokens, a
--- normalised 2-D hypervolume, children accepted/rejected, and LLM spend.
+-- hypervolume (fixed reference point), children accepted/rejected, and LLM spend.
 --
--- Hypervolume: over the feasible front members, objectives success_rate (maximise) and avg_tokens
--- (minimise). Tokens are normalised by T = var('hypervolume_token_ref') or, when that is 0, the
--- largest avg_tokens on any front of the same agent type; x = 1 - avg_tokens / (1.1 * T), y =
--- success_rate; reference point (x = 0, y = 0), i.e. (success 0, tokens 1.1 * T). The dominated
--- area is sum over points sorted by x descending of x * max(0, y - max y of the points before),
--- a window sum; the result lies in [0, 1] (1 = success 1 with no tokens).
-{% set token_ref = var('hypervolume_token_ref', 0) | float %}
+-- Hypervolume: ONE definition, shared with Python (genepool/core/hypervolume.py). Over the feasible front
+-- members, objectives success_rate (maximise), avg_tokens and avg_latency_ms (minimise), each scaled to
+-- [0, 1] against a FIXED box: reference point (success 0, var('hypervolume_tokens_cap') tokens,
+-- var('hypervolume_latency_cap_ms') ms), ideal (1, 0, 0); a value beyond a cap counts as the cap. The
+-- result is the dominated fraction of the box, comparable across generations and agents. Computed exactly
+-- on the grid of the points' coordinates: a cell counts when one point dominates its upper corner.
+{% set tokens_cap = var('hypervolume_tokens_cap', 2000) | float %}
+{% set latency_cap = var('hypervolume_latency_cap_ms', 10000) | float %}
 
 with members as (
     select f.*, e.agent_type
@@ -15,33 +16,44 @@ with members as (
     join {{ source('genepool', 'experiments') }} e on e.id = f.experiment_id
 ),
 
-token_ref as (
-    select agent_type,
-        {% if token_ref > 0 %}{{ token_ref }}::double precision{% else %}max(avg_tokens){% endif %} as t_ref
-    from members
-    group by agent_type
-),
-
 points as (
-    select m.experiment_id,
-        greatest(0.0, coalesce(1.0 - m.avg_tokens / nullif(1.1 * r.t_ref, 0), 1.0)) as x,
-        m.success_rate as y
-    from members m
-    join token_ref r on r.agent_type = m.agent_type
-    where m.feasible
+    select experiment_id,
+        least(1.0, success_rate) as x,
+        least(1.0, 1.0 - avg_tokens / {{ tokens_cap }}) as y,
+        least(1.0, 1.0 - avg_latency_ms / {{ latency_cap }}) as z
+    from members
+    where feasible
 ),
 
-steps as (
-    select experiment_id, x, y,
-        coalesce(max(y) over (partition by experiment_id order by x desc, y desc
-                              rows between unbounded preceding and 1 preceding), 0.0) as prev_y
-    from points
+dominating as (
+    select * from points where x > 0 and y > 0 and z > 0
+),
+
+xs as (
+    select experiment_id, v as hi, coalesce(lag(v) over (partition by experiment_id order by v), 0.0) as lo
+    from (select distinct experiment_id, x as v from dominating) d
+),
+
+ys as (
+    select experiment_id, v as hi, coalesce(lag(v) over (partition by experiment_id order by v), 0.0) as lo
+    from (select distinct experiment_id, y as v from dominating) d
+),
+
+zs as (
+    select experiment_id, v as hi, coalesce(lag(v) over (partition by experiment_id order by v), 0.0) as lo
+    from (select distinct experiment_id, z as v from dominating) d
 ),
 
 hv as (
-    select experiment_id, sum(x * greatest(0.0, y - prev_y)) as hypervolume
-    from steps
-    group by experiment_id
+    select xs.experiment_id, sum((xs.hi - xs.lo) * (ys.hi - ys.lo) * (zs.hi - zs.lo)) as hypervolume
+    from xs
+    join ys on ys.experiment_id = xs.experiment_id
+    join zs on zs.experiment_id = xs.experiment_id
+    where exists (
+        select 1 from dominating p
+        where p.experiment_id = xs.experiment_id and p.x >= xs.hi and p.y >= ys.hi and p.z >= zs.hi
+    )
+    group by xs.experiment_id
 ),
 
 front as (

@@ -11,7 +11,8 @@ import pandas as pd
 from genepool import store
 from genepool.core.benchmark import split_items
 from genepool.core.budget import BudgetExceeded
-from genepool.core.selection import hypervolume, pareto_front, per_instance_survivors, rank_all, raw_objectives
+from genepool.core.hypervolume import front_hypervolume
+from genepool.core.selection import pareto_front, per_instance_survivors, rank_all, raw_objectives
 from genepool.core.types import CandidateEval, ItemOutcome
 from genepool.steps.context import Generation
 from genepool.steps.experiments import ExperimentResults, result_row
@@ -93,13 +94,9 @@ def _scores(ev: CandidateEval, roles: tuple[str, ...]) -> Scores:
 
 
 def _hypervolume(points: list[tuple[float, float, float]]) -> float:
-    """Normalised hypervolume of the front: fraction of the box from (0 success, worst tokens,
-    worst latency) to (1, 0, 0) that the front dominates (the box scales with this front)."""
-    if not points:
-        return 0.0
-    worst_t = max(-p[1] for p in points) * 1.1 + 1.0
-    worst_l = max(-p[2] for p in points) * 1.1 + 1.0
-    return float(hypervolume(points, ref=(0.0, -worst_t, -worst_l), ideal=(1.0, 0.0, 0.0)))
+    """The front's hypervolume against the FIXED reference point of genepool.core.hypervolume (the same
+    number dbt's generation_front_stats computes), comparable across generations."""
+    return front_hypervolume([(p[0], -p[1], -p[2]) for p in points])
 
 
 def select_front(gen: Generation, results: ExperimentResults) -> Front:
@@ -146,7 +143,9 @@ def select_front(gen: Generation, results: ExperimentResults) -> Front:
              "survivor": m.survivor, "screen_success": m.screen.success}
             for m in members
         ])
-    points = [(m.screen.success, -m.screen.avg_tokens, -m.screen.avg_latency_ms) for m in members if m.on_front]
+    # the rows genepool.front_members holds (best known scores, feasible members): dbt computes the same number
+    points = [(m.best_known.success, -m.best_known.avg_tokens, -m.best_known.avg_latency_ms)
+              for m in members if m.feasible]
     return Front(
         partition_key=gen.key,
         production_id=prod_id,
