@@ -94,6 +94,8 @@ def test_breeder_uses_the_example_operators_deterministically():
 
 
 def test_fit_generation_shrinks_children_before_starving_validation():
+    from dataclasses import replace
+
     from genepool.settings import GenerationConfig
     from genepool.steps.loop import fit_generation, generation_cost
 
@@ -107,3 +109,6 @@ def test_fit_generation_shrinks_children_before_starving_validation():
     tight = fit_generation(cfg, 40 + 2 * 20 + 30 * 2, 4, 60)  # room for 2 children, 1 validated, no parents
     assert tight is not None and (tight.population_size, tight.validate_top, tight.max_parents) == (2, 1, 0)
     assert fit_generation(cfg, 100, 0, 60) is None  # cannot validate even one child: not started
+    # a small train split is traced whole and bounds the regression set: 12 + 12 * 2 + 8 * 2 = 52
+    assert generation_cost(replace(cfg, population_size=2, validate_top=1), 0, 8, n_train=12) == 52
+    assert fit_generation(cfg, 60, 0, 8, n_train=12) is not None

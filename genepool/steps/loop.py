@@ -80,23 +80,25 @@ class OptimizeResult:
     history: tuple[GenerationSummary, ...]
 
 
-def generation_cost(cfg: GenerationConfig, n_parents: int, n_validation: int) -> int:
+def generation_cost(cfg: GenerationConfig, n_parents: int, n_validation: int, n_train: int | None = None) -> int:
     """Upper bound of the rollouts one generation spends: traces, every contender on the regression set,
-    production and ``validate_top`` front members on the validation items."""
+    production and ``validate_top`` front members on the validation items (splits smaller than the
+    configured sizes are used whole)."""
     val = n_validation if cfg.validation_items == 0 else min(cfg.validation_items, n_validation)
-    return (cfg.trace_items + (cfg.n_targets + cfg.n_controls) * (cfg.population_size + n_parents)
-            + val * (1 + cfg.validate_top))
+    traces = cfg.trace_items if n_train is None or 0 < cfg.trace_items < n_train else n_train
+    regression = min(cfg.n_targets + cfg.n_controls, traces)
+    return traces + regression * (cfg.population_size + n_parents) + val * (1 + cfg.validate_top)
 
 
-def fit_generation(cfg: GenerationConfig, remaining: int, n_parents: int, n_validation: int
-                   ) -> GenerationConfig | None:
+def fit_generation(cfg: GenerationConfig, remaining: int, n_parents: int, n_validation: int,
+                   n_train: int | None = None) -> GenerationConfig | None:
     """``cfg`` shrunk until a whole generation fits ``remaining`` rollouts (validation included), or None.
 
     Fewer children first (down to 2), then fewer validated front members (down to 1), then fewer carried-over
     parents: a generation that cannot validate at least one child against production is not started.
     """
     cfg = replace(cfg, max_rollouts=remaining)
-    while generation_cost(cfg, n_parents, n_validation) > remaining:
+    while generation_cost(cfg, n_parents, n_validation, n_train) > remaining:
         if cfg.population_size > 2:
             cfg = replace(cfg, population_size=cfg.population_size - 1)
         elif cfg.validate_top > 1:
@@ -148,10 +150,11 @@ def optimize(
 
         items = load_agent_benchmark(agent_type)
     n_validation = len(split_items(items, "validation"))
+    n_train = len(split_items(items, "train"))
     for _ in range(max_generations):
         remaining = rollouts - spent
         n_parents = min(base.max_parents, len(last_front))
-        cfg = fit_generation(base, remaining, n_parents, n_validation)
+        cfg = fit_generation(base, remaining, n_parents, n_validation, n_train)
         if cfg is None:
             break
         gen = Generation(db, llm, agent_type, gen_no, cfg, reflection_llm, items)
