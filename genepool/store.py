@@ -1,8 +1,10 @@
 """All the SQL of the generation steps, in one place (tables: genepool/migrations/).
 
-Steps call these functions and never write SQL themselves. Writes of a step are idempotent for the
-same generation fingerprint (``ON CONFLICT`` on the natural keys), and a generation whose fingerprint
-changed is refused before anything is written (genepool/steps/context.py).
+Steps call these functions and never write SQL themselves. A step REPLACES the rows it wrote before for
+its partition (delete and insert in one transaction, under the partition's lock), so a re-run never
+leaves a row of an earlier attempt behind (a stale row), whatever changed in between (the production
+prompt, the budget left); a generation whose fingerprint changed is refused before anything is written
+(genepool/steps/context.py). The prompt registry is append-only and never rewritten.
 """
 
 from __future__ import annotations
@@ -77,13 +79,20 @@ def previous_front(db: Database, prev_key: str, limit: int) -> list[str]:
     return [r["prompt_id"] for r in rows]
 
 
-def insert_candidates(db: Database, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    if not rows:
-        return
-    db.executemany(
+def _replace(db: Database, delete: str, params: tuple, insert: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    with db.connection() as conn:
+        conn.execute(delete, params)
+        if rows:
+            with conn.cursor() as cur:
+                cur.executemany(insert, list(rows))
+
+
+def replace_candidates(db: Database, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    _replace(
+        db, "DELETE FROM genepool.candidates WHERE experiment_id = %s", (key,),
         "INSERT INTO genepool.candidates (experiment_id, prompt_id, position, operator, parent_ids, genome,"
         " status, reason) VALUES (%(experiment_id)s,%(prompt_id)s,%(position)s,%(operator)s,%(parent_ids)s,"
-        "%(genome)s,%(status)s,%(reason)s) ON CONFLICT (experiment_id, position) DO NOTHING",
+        "%(genome)s,%(status)s,%(reason)s)",
         [{**r, "experiment_id": key, "genome": json.dumps(r["genome"]), "parent_ids": list(r["parent_ids"])}
          for r in rows],
     )
@@ -95,30 +104,37 @@ RESULT_COLUMNS = [
 ]
 
 
-def insert_results(db: Database, rows: Sequence[Mapping[str, Any]]) -> None:
-    if not rows:
-        return
-    db.executemany(
+def replace_results(db: Database, key: str, roles: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """The partition's results of ``roles`` become ``rows`` (experiments: target+control; validation; test)."""
+    _replace(
+        db, "DELETE FROM genepool.experiment_results WHERE experiment_id = %s AND role = ANY(%s)", (key, list(roles)),
         "INSERT INTO genepool.experiment_results (experiment_id, prompt_id, item_id, split, role, success, score,"
         " output, checker_message, prompt_tokens, completion_tokens, latency_ms, cost_usd, cached)"
         " VALUES (%(experiment_id)s,%(prompt_id)s,%(item_id)s,%(split)s,%(role)s,%(success)s,%(score)s,%(output)s,"
-        "%(checker_message)s,%(prompt_tokens)s,%(completion_tokens)s,%(latency_ms)s,%(cost_usd)s,%(cached)s)"
-        " ON CONFLICT (experiment_id, prompt_id, item_id, role) DO NOTHING",
-        list(rows),
+        "%(checker_message)s,%(prompt_tokens)s,%(completion_tokens)s,%(latency_ms)s,%(cost_usd)s,%(cached)s)",
+        rows,
     )
 
 
-def insert_front_members(db: Database, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    if not rows:
-        return
-    db.executemany(
+def replace_front_members(db: Database, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    _replace(
+        db, "DELETE FROM genepool.front_members WHERE experiment_id = %s", (key,),
         "INSERT INTO genepool.front_members (experiment_id, prompt_id, rank, success_rate, avg_tokens,"
         " avg_latency_ms, control_regressions, feasible, on_front, survivor, screen_success)"
         " VALUES (%(experiment_id)s,%(prompt_id)s,%(rank)s,%(success_rate)s,%(avg_tokens)s,%(avg_latency_ms)s,"
-        "%(control_regressions)s,%(feasible)s,%(on_front)s,%(survivor)s,%(screen_success)s)"
-        " ON CONFLICT (experiment_id, prompt_id) DO NOTHING",
+        "%(control_regressions)s,%(feasible)s,%(on_front)s,%(survivor)s,%(screen_success)s)",
         [{**r, "experiment_id": key} for r in rows],
     )
+
+
+@contextlib.contextmanager
+def replacing_traces(db: Database, key: str, source: str) -> Iterator[None]:
+    """One transaction in which the partition's traces and quarantined rows of ``source`` are deleted, then
+    written again by the caller (``store_traces`` / ``quarantine`` inside the block)."""
+    with db.connection() as conn:
+        conn.execute("DELETE FROM genepool.traces WHERE partition_key = %s AND source = %s", (key, source))
+        conn.execute("DELETE FROM genepool.trace_quarantine WHERE partition_key = %s AND source = %s", (key, source))
+        yield
 
 
 def quarantined_count(db: Database, key: str) -> int:

@@ -310,3 +310,20 @@ def test_rerun_with_other_settings_model_or_benchmark_refuses_and_names_the_chan
     run_generation(_gen(db, RuleFollowingFakeModel(), generation=2, config=replace(SMALL, max_rollouts=150)))
     probe("held: re-run after a change of settings, model or benchmark refused naming the change",
           rows_duplicated=0, new_llm_calls_on_resume=0)
+
+
+def test_a_rerun_replaces_the_partitions_rows_never_keeps_an_earlier_attempts(db, probe):
+    """Same fingerprint, but production changed between two attempts of the traces step: the second
+    attempt's traces replace the first's (no row of the old production prompt is left to be read)."""
+    gen = _gen(db, RuleFollowingFakeModel())
+    first = collect_traces(gen)
+    reg = gen.registry
+    newer = reg.register("support-desk", gen.agent.seed_genome.with_(instructions=("Answer briefly.",)),
+                         parent_ids=[first.production_id], operator="add_instruction")
+    reg.label(newer.id, "candidate", "test", "a person's candidate")
+    reg.approve(newer.id, "alice", "approved between two attempts of the partition")
+    second = collect_traces(_gen(db, RuleFollowingFakeModel()))
+    stored = db.fetchall("SELECT prompt_id FROM genepool.traces WHERE partition_key = %s", (gen.key,))
+    assert second.production_id == newer.id != first.production_id
+    assert len(stored) == SMALL.trace_items and {r["prompt_id"] for r in stored} == {newer.id}
+    probe("held: a re-run replaces its partition's rows (no stale row of an earlier attempt)", rows_duplicated=0)

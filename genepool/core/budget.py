@@ -19,9 +19,11 @@ class BudgetExceeded(RuntimeError):
 
     def __init__(self, cap: str, spent: float, requested: float, limit: float):
         self.cap, self.spent, self.requested, self.limit = cap, spent, requested, limit
+        fix = ("re-run tomorrow or raise max_usd_per_day" if cap == "max_usd_per_day" else
+               f"raise {cap} for a new generation (a generation's settings are part of its fingerprint) or stop here")
         super().__init__(
             f"budget exceeded: {cap} would reach {spent + requested:g} (spent {spent:g} + this call {requested:g})"
-            f" but the limit is {limit:g}; raise the {cap} limit or stop here"
+            f" but the limit is {limit:g}; {fix}"
         )
 
 

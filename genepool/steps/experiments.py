@@ -94,7 +94,7 @@ def run_experiments(gen: Generation, population: Population, traces: TraceSet) -
                 skipped.append(pid)
                 continue
             rows += mine
-        store.insert_results(gen.db, rows)
+        store.replace_results(gen.db, gen.key, ("target", "control"), rows)
     if skipped:
         log.warning("%s: budget left no room to evaluate %d candidates: %s", gen.key, len(skipped), skipped)
     return ExperimentResults(gen.key, prod_id, pd.DataFrame(rows, columns=store.RESULT_COLUMNS), tuple(skipped))

@@ -116,5 +116,5 @@ def mutate_population(gen: Generation, traces: TraceSet, clusters: FailureCluste
                 ).id
             out.append(Candidate(pos, prompt_id, child.operator, parent_ids, "accepted" if verdict.ok else "rejected",
                                  "; ".join(verdict.reasons), child.genome))
-        store.insert_candidates(gen.db, gen.key, [c.to_dict() for c in out])
+        store.replace_candidates(gen.db, gen.key, [c.to_dict() for c in out])
     return Population(gen.key, tuple(Parent(p.id, p.version, p.state) for p in parents), tuple(out), tuple(ctx.notes))

@@ -120,7 +120,7 @@ def promote(gen: Generation, front: Front) -> Promotion:
                     test[pid] = TestScore(round(sum(r.success for r in res) / n, 6),
                                           round(sum(r.tokens for r in res) / n, 3),
                                           round(sum(r.latency_ms for r in res) / n, 3), len(res))
-                store.insert_results(gen.db, rows)
+                store.replace_results(gen.db, gen.key, ("test",), rows)
         store.mark_finished(gen.db, gen.key)
     return Promotion(gen.key, front.production_id, base, tuple(promoted), test, tuple(skipped), gate,
                      {k: v for k, v in bounds.items() if v != float("-inf")}, not_significant)

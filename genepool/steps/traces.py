@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from genepool import store
 from genepool.core.benchmark import Item, split_items
 from genepool.core.trace_schema import quarantine, store_traces, validate_traces
 from genepool.core.types import TraceRow
@@ -114,7 +115,8 @@ def collect_traces(gen: Generation) -> TraceSet:
             for r in results
         ]
         valid, bad = validate_traces(pd.DataFrame(rows))
-        store_traces(gen.db, valid, gen.key)
-        if bad:
-            quarantine(gen.db, bad, "runner", gen.key)
+        with store.replacing_traces(gen.db, gen.key, "runner"):  # an earlier attempt's rows go
+            store_traces(gen.db, valid, gen.key)
+            if bad:
+                quarantine(gen.db, bad, "runner", gen.key)
     return TraceSet(gen.key, prod.id, valid.reset_index(drop=True), len(bad))
