@@ -122,7 +122,7 @@ def select_front(gen: Generation, results: ExperimentResults) -> Front:
                          for it in val_items]
             except BudgetExceeded:  # tokens or money ran out mid-candidate: drop it whole, validate no more
                 break
-        store.insert_results(gen.db, rows)
+        store.replace_results(gen.db, gen.key, VALIDATION, rows)
         val_evals = _evals(gen, pd.DataFrame(rows, columns=store.RESULT_COLUMNS), VALIDATION)
         survivors = per_instance_survivors(list(val_evals.values()), VALIDATION) if val_evals else set()
         front_ids = {ev.prompt_id for ev in front}
@@ -136,7 +136,7 @@ def select_front(gen: Generation, results: ExperimentResults) -> Front:
             for r in ranked
             if r.eval.prompt_id in front_ids or r.eval.prompt_id in survivors
         )
-        store.insert_front_members(gen.db, gen.key, [
+        store.replace_front_members(gen.db, gen.key, [
             {"prompt_id": m.prompt_id, "rank": m.rank, "success_rate": m.best_known.success,
              "avg_tokens": m.best_known.avg_tokens, "avg_latency_ms": m.best_known.avg_latency_ms,
              "control_regressions": m.control_regressions, "feasible": m.feasible, "on_front": m.on_front,
