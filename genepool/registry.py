@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from genepool.core.genome import Genome, render_template
+from genepool.core.genome import Genome, GenomeError, render_template
 from genepool.db import Database
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,33 @@ class PromptRecord:
     def render(self, user_input: str, variables: dict[str, Any] | None = None) -> list[dict[str, str]]:
         """Chat messages for one request (system from the stored template, few-shot turns, user)."""
         values = {"agent_type": self.agent_type, **(variables or {})}
-        msgs = self.genome.messages(user_input, values)
-        msgs[0]["content"] = render_template(self.content, values, field=f"prompt {self.id} content")
+        try:
+            msgs = self.genome.messages(user_input, values)
+        except GenomeError as exc:  # a row that never passed the sanity check (written outside genepool)
+            raise GenomeError(f"prompt {self.id}: {exc}") from None
+        msgs[0]["content"] = render_stored_content(self.id, self.content, values)
         return msgs
 
     @property
     def params(self) -> dict[str, Any]:
         p = self.genome.params
         return {"temperature": p.temperature, "max_tokens": p.max_tokens, "stop": list(p.stop)}
+
+
+def render_stored_content(prompt_id: str, content: str, values: dict[str, Any]) -> str:
+    """A stored prompt's content rendered in the sandbox; a row that never passed the sanity check (too large,
+    control characters, an injection phrase, a template the sandbox refuses) raises GenomeError naming it."""
+    from genepool.core.sanity import injection_phrase
+    from genepool.validation import MAX_GENOME_CHARS, text_problem
+
+    where = f"prompt {prompt_id} content"
+    problem = text_problem(content, MAX_GENOME_CHARS)
+    if problem:
+        raise GenomeError(f"{where}: {problem}; the row was not written by genepool (check genepool.prompts)")
+    phrase = injection_phrase(content)
+    if phrase:
+        raise GenomeError(f"{where}: injection phrase {phrase!r}; the row was not written by genepool")
+    return render_template(content, values, field=where)
 
 
 def prompt_id_for(agent_type: str, genome: Genome) -> str:

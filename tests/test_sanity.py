@@ -47,7 +47,7 @@ def test_over_long_prompt():
     ],
 )
 def test_injection_phrases(phrase):
-    reasons = _reasons(GOOD.with_(instructions=GOOD.instructions + (phrase,)))
+    reasons = _reasons(GOOD.with_(instructions=(*GOOD.instructions, phrase)))
     assert any("injection phrase" in x and x.startswith("instructions[2]") for x in reasons)
 
 
@@ -110,7 +110,8 @@ def test_judge_variants():
 def test_sizes_and_characters_are_refused_before_rendering():
     huge = GOOD.with_(role="You help. " + "{{ 'a' * 10 }}" * 1000)
     assert any(x.startswith("role: is ") and "max 4,000" in x for x in _reasons(huge))
-    assert any(x.startswith("instructions[0]: contains a NUL") for x in _reasons(GOOD.with_(instructions=("No\x00pe.",))))
+    nul = GOOD.with_(instructions=("No\x00pe.",))
+    assert any(x.startswith("instructions[0]: contains a NUL") for x in _reasons(nul))
     assert any(x.startswith("examples[0].input: contains the control character U+001B")
                for x in _reasons(GOOD.with_(examples=(Example("a\x1b[2J", "b"),))))
     assert any(x.startswith("examples[0].output: contains template markup")

@@ -103,7 +103,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise SecurityError(f"'+' would build a value of {_size(left) + _size(right):,} items")
         return _check_size(_binops[op](left, right), f"'{op}'", limit)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         # Unreachable for prompt templates (calls are refused before compiling); HTML templates may call.
         return _check_size(super().call(__context, __obj, *args, **kwargs), "a call", __self.max_value)
 
@@ -155,7 +155,7 @@ PROMPT_ENV = _prompt_env()
 META_ENV = _meta_env()
 
 
-def html_environment(loader: jinja2.BaseLoader, filters: Mapping[str, Callable[..., Any]] = {}) -> BoundedSandbox:  # noqa: B006
+def html_environment(loader: jinja2.BaseLoader, filters: Mapping[str, Callable[..., Any]] = {}) -> BoundedSandbox:
     """The approval web page's environment: sandboxed, autoescaped, StrictUndefined, its own template folder."""
     env = BoundedSandbox(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                          lstrip_blocks=True)
@@ -179,7 +179,7 @@ def _check_nodes(tree: nodes.Template) -> None:
             )
         if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
             raise TemplateRefused(f"attribute {node.attr!r} is not allowed (line {node.lineno}); remove it")
-        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and str(node.arg.value).startswith("_"):
+        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and str(node.arg.value)[:1] == "_":
             raise TemplateRefused(f"item {node.arg.value!r} is not allowed (line {node.lineno}); remove it")
         if isinstance(node, nodes.Filter) and node.name not in PROMPT_FILTERS:
             raise TemplateRefused(
@@ -238,7 +238,9 @@ def _render_errors(run: Callable[[], str], values: Mapping[str, Any]) -> str:
         raise TemplateRefused(f"template expression failed ({type(exc).__name__}: {str(exc)[:120]}); fix it") from None
 
 
-def render_prompt(source: str, values: Mapping[str, Any], *, max_source: int, max_output: int = MAX_RENDERED_CHARS) -> str:
+def render_prompt(
+    source: str, values: Mapping[str, Any], *, max_source: int, max_output: int = MAX_RENDERED_CHARS
+) -> str:
     """Render an untrusted prompt template: size limit on the source first, allowlist, sandbox, output cap."""
     if not isinstance(source, str):
         raise TemplateRefused(f"template is {type(source).__name__}, not text")

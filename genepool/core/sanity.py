@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from genepool.core.genome import (
@@ -37,6 +38,15 @@ MAX_INSTRUCTION_CHARS = 300
 _MARKUP = re.compile(r"\{[{%#]")
 
 
+def injection_phrase(text: str) -> str | None:
+    """The first prompt-injection phrase found in ``text`` (see INJECTION_PATTERNS), or None."""
+    for pat in _INJECTION:
+        m = pat.search(text)
+        if m:
+            return m.group(0)
+    return None
+
+
 @dataclass(frozen=True)
 class SanityResult:
     ok: bool
@@ -58,7 +68,7 @@ def _letter_ratio(text: str) -> float:
 def _repeated_tokens(text: str) -> str | None:
     words = re.findall(r"\w+", text.lower())
     run = 1
-    for a, b in zip(words, words[1:], strict=False):
+    for a, b in pairwise(words):
         run = run + 1 if a == b else 1
         if run >= 4:
             return a
@@ -96,8 +106,8 @@ def sanity_check(
 
     Rejects: sizes, NUL/control characters and decoding parameters out of range (checked before anything is
     rendered; ``genepool.validation``), template fields that the sandbox refuses or that do not render
-    (StrictUndefined; each reason names the field), template markup in few-shot examples, empty role, rendered prompt (with
-    inline examples) over ``max_chars``, injection phrases, nonsense/drift (mostly non-letters,
+    (StrictUndefined; each reason names the field), template markup in few-shot examples, empty role,
+    rendered prompt (with inline examples) over ``max_chars``, injection phrases, nonsense/drift (mostly non-letters,
     repeated tokens, instructions that are not sentences), duplicate instructions, few-shot examples
     whose input or output equals a held-out item's text (``heldout_answers``: held-out inputs and
     answers), held-out text quoted in an instruction. Never raises for a bad genome. ``judge`` (optional)
@@ -107,6 +117,8 @@ def sanity_check(
     # Hard limits first (sizes, NUL/control characters, parameter ranges): nothing is rendered when one fails.
     hard = limit_problems(genome)
     reasons += [f"{where}: {problem}" for where, problem in hard]
+    if hard:  # a 10 MB or binary field is not analysed any further
+        return SanityResult(ok=False, reasons=reasons)
     rendered = genome.content()
     if not hard:
         # Each template field on its own in the sandbox (so the reason names the field), then the whole prompt.
@@ -131,7 +143,8 @@ def sanity_check(
     elif _letter_ratio(genome.role) < 0.6 or _repeated_tokens(genome.role):
         reasons.append("role: looks like nonsense (mostly non-letters or repeated words)")
 
-    total = len(rendered) + sum(len(e.input) + len(e.output) for e in genome.examples if genome.example_format == "turns")
+    turns = genome.examples if genome.example_format == "turns" else ()
+    total = len(rendered) + sum(len(e.input) + len(e.output) for e in turns)
     if total > max_chars:
         reasons.append(f"length: prompt is {total} characters, over max_chars={max_chars}; drop rules or examples")
 
@@ -139,6 +152,8 @@ def sanity_check(
     texts += [(f"examples[{i}].{name}", getattr(e, name)) for i, e in enumerate(genome.examples)
               for name in ("input", "output")]
     for where, text in texts:
+        if "\ufffd" in text:
+            reasons.append(f"{where}: contains U+FFFD (text damaged by a NUL byte or a bad encoding); remove it")
         for pat in _INJECTION:
             m = pat.search(text)
             if m:

@@ -104,7 +104,8 @@ def _evidence(value: Any) -> Any:
     """A quarantine-safe copy: no NUL or lone surrogates (jsonb refuses them), long strings cut with a note."""
     if isinstance(value, str):
         if len(value) > MAX_QUARANTINE_STRING_CHARS:
-            value = value[:MAX_QUARANTINE_STRING_CHARS] + f"...[{len(value) - MAX_QUARANTINE_STRING_CHARS:,} more chars]"
+            cut = len(value) - MAX_QUARANTINE_STRING_CHARS
+            value = value[:MAX_QUARANTINE_STRING_CHARS] + f"...[{cut:,} more chars]"
         value = value.replace("\x00", "\\x00")
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, Mapping):
@@ -225,7 +226,9 @@ def _normalise_success(value: Any) -> bool | None:
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"traces must be a pandas DataFrame, got {type(df).__name__}; build one with pd.DataFrame(rows)")
+        raise TypeError(
+            f"traces must be a pandas DataFrame, got {type(df).__name__}; build one with pd.DataFrame(rows)"
+        )
     out = df.reset_index(drop=True).copy()
     for col, default in COLUMN_DEFAULTS.items():
         if col not in out.columns:
@@ -235,7 +238,10 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
             values = out[col].tolist()
             if any(_none_if_missing(v) is None for v in values):
                 out[col] = pd.Series(
-                    [(default() if callable(default) else default) if _none_if_missing(v) is None else v for v in values],
+                    [
+                        (default() if callable(default) else default) if _none_if_missing(v) is None else v
+                        for v in values
+                    ],
                     index=out.index,
                     dtype=object,
                 )
@@ -320,7 +326,7 @@ def validate_traces(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
 
     if frame_level:
         reason = "; ".join(dict.fromkeys(frame_level))
-        bad = {i: [reason] + reasons.get(i, []) for i in range(len(frame))}
+        bad = {i: [reason, *reasons.get(i, [])] for i in range(len(frame))}
     else:
         bad = reasons
 
@@ -409,7 +415,9 @@ def store_traces(db: Any, df: pd.DataFrame, partition_key: str | None = None) ->
 def quarantine(db: Any, rows: Iterable[Mapping[str, Any]], source: str, partition_key: str | None = None) -> int:
     """Store quarantine records (``{"raw": dict, "reason": str}``) in genepool.trace_quarantine."""
     if not source or not isinstance(source, str):
-        raise ValueError("quarantine: source must be a non-empty string naming where the rows came from, e.g. 'langfuse'")
+        raise ValueError(
+            "quarantine: source must be a non-empty string naming where the rows came from, e.g. 'langfuse'"
+        )
     records = []
     for i, rec in enumerate(rows):
         if not isinstance(rec, Mapping) or "raw" not in rec or "reason" not in rec:
