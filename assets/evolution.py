@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.common import GROUP, generation_for, md_table
 from assets.partitions import generations_partitions
+from assets.plots import agent_history_plot, pareto_plot
 from genepool.steps import (
     ExperimentResults,
     FailureClusters,
@@ -122,5 +123,8 @@ def pareto_front(
             "min_tokens": dg.MetadataValue.float(min((m.screen.avg_tokens for m in on_front), default=0.0)),
             "hypervolume": dg.MetadataValue.float(front.hypervolume),
             "budget_spent_rollouts": dg.MetadataValue.int(generation_spend(gen.db, gen.key).rollouts),
+            # PNGs (matplotlib): this generation's candidates, and this agent's generations so far
+            "pareto_plot": pareto_plot(front),
+            "agent_history_plot": agent_history_plot(gen.db, gen.agent_type),
         },
     )
