@@ -227,16 +227,6 @@ def add_spend(db: Database, key: str, step: str, rollouts: int, tokens: int, usd
     )
 
 
-def total_rollouts(db: Database, agent_type: str | None = None) -> int:
-    sql = "SELECT coalesce(sum(s.rollouts), 0) AS n FROM genepool.generation_spend s"
-    sql += " JOIN genepool.experiments e ON e.id = s.experiment_id WHERE s.step <> %s"
-    params: tuple = (REPORT_STEP,)
-    if agent_type is not None:
-        sql += " AND e.agent_type = %s"
-        params += (agent_type,)
-    return int(db.fetchone(sql, params)["n"])
-
-
 # --- the daily USD cap -----------------------------------------------------------------------------
 _DAILY_LOCK = 0x67656E65  # pg_advisory_xact_lock key serialising the daily-cap check ("gene")
 RESERVATION_TTL = "15 minutes"
@@ -251,14 +241,6 @@ def spent_today(db: Database, agent_type: str | None = None) -> float:
         sql += " AND partition_key LIKE %s"
         params = (agent_type.replace("%", r"\%").replace("_", r"\_") + "/%",)
     return float(db.fetchone(sql, params)["usd"])
-
-
-def check_daily_cap(db: Database, max_usd_per_day: float | None, agent_type: str | None = None) -> float:
-    """Raise BudgetExceeded if today's spend already reached ``max_usd_per_day``; return today's spend."""
-    spent = spent_today(db, agent_type)
-    if max_usd_per_day is not None and spent >= max_usd_per_day:
-        raise BudgetExceeded("max_usd_per_day", spent, 0, max_usd_per_day)
-    return spent
 
 
 def reserve_daily_usd(db: Database, max_usd_per_day: float, usd: float, key: str | None) -> int | None:

@@ -2,7 +2,7 @@ import pytest
 
 from genepool.core.budget import Budget, BudgetExceeded, BudgetTracker
 from genepool.llm import Completion
-from genepool.store import check_daily_cap, spent_today
+from genepool.store import release_daily_usd, reserve_daily_usd, spent_today
 
 
 def _c(p=10, c=5, usd=0.0, cached=False):
@@ -75,7 +75,14 @@ def test_spent_today_and_daily_cap(db):
     assert spent_today(db) == pytest.approx(1.75)
     assert spent_today(db, "support-desk") == pytest.approx(0.75)
     assert spent_today(db, "support_desk2") == pytest.approx(1.0)
-    assert check_daily_cap(db, 1.0, "support-desk") == pytest.approx(0.75)
+    # a call reserves what it may cost, atomically with reading today's spend of every run
+    r1 = reserve_daily_usd(db, 2.0, 0.2, "support-desk/g0003")
+    assert r1 is not None
+    with pytest.raises(BudgetExceeded, match=r"max_usd_per_day would reach 2\.05"):
+        reserve_daily_usd(db, 2.0, 0.1, "critic/g0001")  # 1.75 spent + 0.2 reserved + 0.1 > 2.0
+    release_daily_usd(db, r1)
+    assert reserve_daily_usd(db, 2.0, 0.0, "critic/g0001") is None  # a free call reserves nothing
+    db.execute("INSERT INTO genepool.usd_reservations (usd, created_at) VALUES (5, now() - interval '20 minutes')")
+    assert reserve_daily_usd(db, 2.0, 0.2, "critic/g0001") is not None  # a crashed run's reservation expired
     with pytest.raises(BudgetExceeded, match="max_usd_per_day"):
-        check_daily_cap(db, 1.5)
-    assert check_daily_cap(db, None) == pytest.approx(1.75)
+        reserve_daily_usd(db, 1.75, 0.0, None)  # the cap is already reached: even a free call is refused
