@@ -462,3 +462,39 @@ def test_a_forged_prompt_row_is_refused_at_render(cls, corpus_db, marker, probe)
     probe(f"held: a prompts row forged with {cls} payloads is refused at render with one line naming the prompt "
           "and field (or refused by PostgreSQL on insert); a forged content column is never served",
           name=f"attack/prompts_row/{cls}")
+
+
+# ======================================================================================================
+# In the generation: the mutate step stores a hostile reflective child as a named rejection, every re-run
+# ======================================================================================================
+@pytest.mark.probe
+def test_the_mutate_step_stores_a_hostile_reflection_child_as_a_named_rejection(db, marker, probe):
+    from doubles import RuleFollowingFakeModel
+
+    from genepool.settings import GenerationConfig
+    from genepool.steps import Generation, collect_traces, find_failure_clusters, mutate_population
+
+    gadget = next(t for n, _, t in payloads("template", marker) if n == "06-self-context")
+    reflection = ScriptedReflectionProvider(f"PROMPT 1:\n- {gadget}\n- Answer with one word only.\n")
+    config = GenerationConfig(seed=1234, trace_items=15, population_size=6, n_targets=6, n_controls=4,
+                              validate_top=2, validation_items=10, test_items=5, max_rollouts=200, n_reflect=1)
+    populations = []
+    for _run in range(2):  # the second run is a re-run of the partition: the reflection answer comes from the cache
+        gen = Generation(db, LLMClient(RuleFollowingFakeModel(), db), "support-desk", 1, config,
+                         reflection_llm=LLMClient(reflection, db))
+        traces = collect_traces(gen)
+        populations.append(mutate_population(gen, traces, find_failure_clusters(traces)))
+    assert reflection.calls == 1
+    for population in populations:
+        hostile = [c for c in population.children if c.operator == "reflect" and len(c.genome.instructions) == 2]
+        assert hostile and all(c.status == "rejected" and c.prompt_id is None for c in hostile)
+        assert all(one_line(c.reason).startswith("instructions[0]: function and method calls") for c in hostile)
+    rows = db.fetchall("SELECT status, reason, prompt_id FROM genepool.candidates WHERE operator = 'reflect'")
+    assert rows and all(r["status"] == "rejected" and r["prompt_id"] is None for r in rows)
+    assert len(db.fetchall("SELECT 1 FROM genepool.candidates")) == config.population_size  # replaced, not doubled
+    registered = db.fetchall("SELECT genome FROM genepool.prompts")
+    assert not any("__init__" in json.dumps(r["genome"]) for r in registered)  # never registered as a prompt
+    assert_nothing_ran(marker, [c.reason for p in populations for c in p.children])
+    probe("held: the mutate step stores a reflective child carrying a sandbox-escape gadget as 'rejected' with the "
+          "named reason, on the first run and the cached re-run; nothing registered, no crash",
+          name="attack/generation/reflection_child", new_llm_calls_on_resume=0)
