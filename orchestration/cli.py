@@ -294,6 +294,9 @@ def cmd_demo(args) -> None:
 
 
 def cmd_run(args) -> None:
+    from genepool.agents import get_agent
+
+    get_agent(args.agent)  # a broken or unknown agent: one line naming the file, line and field, before any work
     if getattr(args, "submit", False):
         submit_generation(args.agent, args.generation, wait=args.wait)
         return

@@ -111,3 +111,17 @@ def test_an_unreadable_agents_file_leaves_the_built_in_agents_usable(tmp_path, m
     assert get_agent("critic").agent_type == "critic"
     with pytest.raises(AgentConfigError, match=r"'planner' is unknown and the agents file is broken: .*invalid JSON"):
         get_agent("planner")
+
+
+def test_genepool_run_of_a_broken_agent_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from orchestration.cli import main
+
+    f = _write(tmp_path, {"planner": GOOD, "broken": {**GOOD, "instructions": "Answer briefly."}})
+    monkeypatch.setenv("GENEPOOL_AGENTS_FILE", str(f))
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--agent", "broken"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith(f"genepool: {f} line ") and "agent 'broken': field 'instructions': " in err
+    assert "is a string; write a list of strings" in err
