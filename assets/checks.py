@@ -1,27 +1,36 @@
 """Asset checks on the generation assets."""
 
 
+import warnings
+
 import dagster as dg
 import pandas as pd
 import psycopg
 
 from genepool.core.trace_schema import TRACE_COLUMNS, TraceSchema
-from assets.partitions import parse_partition_key
+from assets.partitions import generations_partitions, parse_partition_key
 from genepool.store import generation_spend
 from resources import OptimizerResource, PostgresResource
 
 
+# Partitioned asset checks are a documented Dagster 1.13 feature marked "preview"; say so once, here.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec is currently in preview")
+
+
 def _partition(context: dg.AssetCheckExecutionContext) -> str:
-    """The generation partition this run materialised. (The checks are not partitioned, so loading the
-    asset value would load every partition: they read the partition's rows from PostgreSQL instead.)"""
-    key = context.run.tags.get("dagster/partition")
+    """The generation partition being checked. The generation checks are partitioned like their assets, so
+    the UI can execute one for a chosen partition and its history shows the partition; they read the
+    partition's rows from PostgreSQL."""
+    key = context.partition_key if context.has_partition_key else context.run.tags.get("dagster/partition")
     if not key:
         raise dg.Failure("this check runs with a generation partition (e.g. 'support-desk/g0001'); none was given")
     parse_partition_key(key)
     return key
 
 
-@dg.asset_check(asset="traces", description="The partition's traces match the pandera trace schema.")
+@dg.asset_check(
+    asset="traces", partitions_def=generations_partitions, description="The partition's traces match the pandera trace schema."
+)
 def traces_schema(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     key = _partition(context)
     rows = postgres.database().fetchall(
@@ -35,7 +44,9 @@ def traces_schema(context: dg.AssetCheckExecutionContext, postgres: PostgresReso
         return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)[:2000]})
 
 
-@dg.asset_check(asset="pareto_front", description="The Pareto front has at least one feasible member.")
+@dg.asset_check(
+    asset="pareto_front", partitions_def=generations_partitions, description="The Pareto front has at least one feasible member."
+)
 def front_not_empty(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     key = _partition(context)
     n = postgres.database().fetchone(
@@ -44,7 +55,9 @@ def front_not_empty(context: dg.AssetCheckExecutionContext, postgres: PostgresRe
     return dg.AssetCheckResult(passed=n > 0, metadata={"front_size": n})
 
 
-@dg.asset_check(asset="promoted_prompts", description="No promoted candidate regresses on a control item.")
+@dg.asset_check(
+    asset="promoted_prompts", partitions_def=generations_partitions, description="No promoted candidate regresses on a control item."
+)
 def promoted_no_control_regression(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
@@ -73,7 +86,9 @@ def promoted_no_control_regression(
     )
 
 
-@dg.asset_check(asset="experiment_results", description="The generation stayed within its rollout budget.")
+@dg.asset_check(
+    asset="experiment_results", partitions_def=generations_partitions, description="The generation stayed within its rollout budget."
+)
 def budget_not_exceeded(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource, optimizer: OptimizerResource
 ) -> dg.AssetCheckResult:

@@ -51,13 +51,32 @@ def approve_prompt(
         raise dg.Failure(f"decision={config.decision!r} is unknown; use 'approve' or 'reject'")
     context.log.info(f"{config.decision}: {rec.id} ({rec.agent_type} v{rec.version}) is now {rec.state}")
     context.add_output_metadata({"prompt_id": rec.id, "state": rec.state, "by": config.approver})
+    # the decision changes the registry: record a materialisation of prompt_registry (production prompt,
+    # candidates, lineage with approver and reason), so its page is never stale after an approval
+    from assets.registry import registry_metadata
+
+    meta = registry_metadata(db)
+    meta["last_decision"] = dg.MetadataValue.text(
+        f"{config.decision} {rec.id} ({rec.agent_type} v{rec.version}) by {config.approver}: {config.reason}"
+    )
+    context.log_event(dg.AssetMaterialization(asset_key="prompt_registry", metadata=meta))
     return {"prompt_id": rec.id, "state": rec.state}
 
 
-@dg.job(description="Human approval: candidate -> production (config: prompt_id, approver, reason).")
+@dg.job(description="Human approval: candidate -> production (config: prompt_id, approver, reason); records a new"
+        " materialisation of prompt_registry.")
 def approval_job():
     approve_prompt()
 
 
+registry_job = dg.define_asset_job(
+    "registry_job", selection=dg.AssetSelection.groups("registry") - dbt_source_checks,
+    description="The prompt registry (every agent has a production prompt) and the validated benchmarks.",
+)
+
+
 def defs() -> dg.Definitions:
-    return dg.Definitions(jobs=[generation_job, metrics_job, approval_job])
+    # the code location's default executor is in-process too: a UI "Materialize" of generation assets runs
+    # its steps in one process like generation_job (not a process per step)
+    return dg.Definitions(jobs=[generation_job, metrics_job, approval_job, registry_job],
+                          executor=dg.in_process_executor)
