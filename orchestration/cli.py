@@ -94,22 +94,28 @@ def _partition_to_run(instance, agent: str, generation: int | None, queued_is_ta
 
 
 def run_generation_in_dagster(agent: str, generation: int | None = None, metrics: bool = True) -> dict:
-    """Materialise one generation partition through Dagster (recorded in the PostgreSQL-backed instance)."""
-    import dagster as dg
-
+    """Run the code location's ``generation_job`` for one partition in this process (recorded in the
+    PostgreSQL-backed instance under the job's name, like a run from the UI or the sensor)."""
     from genepool.dbt_project import prepare_manifest
 
     prepare_manifest()  # the code location never parses dbt on import
     from orchestration import definitions as d
+    from orchestration.sweep import host_tags, sweep_dead_runs
 
     instance = _instance()
-    resources = d.default_resources()
+    for swept in sweep_dead_runs(instance, _db()):  # a run whose process died must not block this agent
+        print(f"note: run {swept.run_id[:8]} ({swept.partition_key or swept.job_name}) was left running by a process"
+              " that is gone; marked failed (genepool.run_failures)", flush=True)
     # the summary is what a person reads; step-by-step logs stay in the run's page (`make dev`)
     quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("GENEPOOL_LOG_LEVEL", "WARNING")}}}}
+    tags = {"genepool/trigger": "cli", "genepool/agent_type": agent, **host_tags()}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    res = dg.materialize(d.registry_assets, instance=instance, resources=resources, run_config=quiet,
-                         tags={"genepool/trigger": "cli"})
+    # the code location's own named jobs, run in this process: the same run as the UI's or the sensor's
+    res = d.defs.get_job_def("registry_job").execute_in_process(
+        instance=instance, run_config=quiet, tags={k: v for k, v in tags.items() if k != "genepool/agent_type"},
+        raise_on_error=False,
+    )
     timings["registry"] = time.perf_counter() - t0
     if not res.success:
         raise SystemExit("materialising prompt_registry/benchmark failed; see `dagster dev` for the run")
@@ -117,15 +123,16 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
     print(f"running generation {key} (traces -> failure_clusters -> mutated_population -> experiment_results"
           " -> pareto_front -> promoted_prompts) ...", flush=True)
     t0 = time.perf_counter()
-    res = dg.materialize(
-        [*d.generation_assets, *d.checks.GENERATION_CHECKS],
-        instance=instance,
-        resources=resources,
-        partition_key=key,
-        run_config=quiet,
-        tags={"genepool/trigger": "cli"},
-        raise_on_error=False,
-    )
+    from dagster._core.utils import make_new_run_id
+
+    from orchestration.progress import RunProgress
+
+    job = d.defs.get_job_def("generation_job")
+    run_id = make_new_run_id()
+    with RunProgress(instance, run_id, len(job.nodes), _db(), key):  # a line whenever a step or the LLM moves
+        res = job.execute_in_process(
+            instance=instance, partition_key=key, run_config=quiet, tags=tags, raise_on_error=False, run_id=run_id,
+        )
     timings["generation"] = time.perf_counter() - t0
     if not res.success:
         failures = [e.message for e in res.all_events if e.is_failure]
@@ -144,8 +151,10 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
     if metrics:
         t0 = time.perf_counter()
         print("refreshing the dbt metrics ...", flush=True)
-        m = dg.materialize([d.metrics_dbt_assets], instance=instance, resources=resources, run_config=quiet,
-                           tags={"genepool/trigger": "cli"}, raise_on_error=False)
+        m = d.defs.get_job_def("metrics_job").execute_in_process(
+            instance=instance, run_config=quiet, tags={k: v for k, v in tags.items() if k != "genepool/agent_type"},
+            raise_on_error=False,
+        )
         timings["dbt_metrics"] = time.perf_counter() - t0
         out["metrics_ok"] = m.success
     out["timings"] = timings
@@ -363,15 +372,35 @@ def cmd_approve(args) -> None:
     from resources.langfuse import LangfuseResource
 
     lf = LangfuseResource()
-    rec = approval.approve(_db(), args.prompt_id, args.by, args.reason, langfuse=lf if lf.enabled else None)
+    db = _db()
+    rec = approval.approve(db, args.prompt_id, args.by, args.reason, langfuse=lf if lf.enabled else None)
     print(f"approved: {rec.id} ({rec.agent_type} v{rec.version}) is now in production")
+    _record_registry_decision(db, f"approve {rec.id} ({rec.agent_type} v{rec.version}) by {args.by}: {args.reason}")
 
 
 def cmd_reject(args) -> None:
     from genepool import approval
 
-    rec = approval.reject(_db(), args.prompt_id, args.by, args.reason)
+    db = _db()
+    rec = approval.reject(db, args.prompt_id, args.by, args.reason)
     print(f"rejected: {rec.id} ({rec.agent_type} v{rec.version})")
+    _record_registry_decision(db, f"reject {rec.id} ({rec.agent_type} v{rec.version}) by {args.by}: {args.reason}")
+
+
+def _record_registry_decision(db, text: str) -> None:
+    """A runless materialisation of prompt_registry, so Dagster's registry page shows the decision at once
+    (production prompt, candidates, lineage with approver and reason). Best effort: the decision is stored."""
+    try:
+        import dagster as dg
+
+        from assets.registry import registry_metadata
+
+        meta = registry_metadata(db)
+        meta["last_decision"] = dg.MetadataValue.text(text)
+        _instance().report_runless_asset_event(dg.AssetMaterialization(asset_key="prompt_registry", metadata=meta))
+    except Exception as exc:  # e.g. Dagster's database unreachable: say so, keep the decision
+        print(f"note: decision stored; Dagster's prompt_registry page not updated ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
 
 
 def cmd_web(args) -> None:

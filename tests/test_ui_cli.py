@@ -1,0 +1,71 @@
+"""`genepool run` runs the code location's generation_job (a named run, not __ephemeral_asset_job__),
+prints a progress line while it works, and `genepool approve` records a prompt_registry materialisation.
+
+Real CLI process, real PostgreSQL, real Dagster; the task model is a STUB OpenAI-compatible server on
+127.0.0.1 (tests/stub_llm_server.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from genepool.registry import PromptRegistry
+from tests.stub_llm_server import StubLLMServer
+from tests.test_ui_graphql import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(900)
+def test_cli_run_is_the_named_generation_job_with_progress(db, db_url, fresh_database_url, tmp_path):
+    dagster_url = fresh_database_url("dagcli")
+    home = tmp_path / "dagster_home"
+    with StubLLMServer() as stub:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "GENEPOOL_"))}
+        env.update({
+            "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT), "GENEPOOL_DATABASE_URL": db_url,
+            "GENEPOOL_DAGSTER_DATABASE_URL": dagster_url, "GENEPOOL_DATA_DIR": str(tmp_path / "data"),
+            "OPENAI_API_KEY": "stub-key", "GENEPOOL_OPTIMIZER": json.dumps(TINY),
+            **{f"{p}_{k}": v for p in ("GENEPOOL_LLM", "GENEPOOL_REFLECTION")
+               for k, v in (("PROVIDER", "openai_compatible"), ("BASE_URL", stub.base_url), ("MODEL", "stub"))},
+        })
+        cli = [sys.executable, "-m", "orchestration.cli"]
+        run = subprocess.run([*cli, "run", "--agent", "support-desk", "--no-metrics"], cwd=str(ROOT), env=env,
+                             capture_output=True, text=True, timeout=800)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "running generation support-desk/g0001" in out
+    progress = [line for line in out.splitlines() if line.startswith("  [") and "LLM calls" in line]
+    assert progress, out[-2000:]
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        jobs = {r.job_name for r in instance.get_runs()}
+        assert "generation_job" in jobs and "registry_job" in jobs
+        assert not any(j.startswith("__") for j in jobs), jobs
+        [gen] = instance.get_runs(dg.RunsFilter(job_name="generation_job"))
+        assert gen.status == dg.DagsterRunStatus.SUCCESS
+        assert (gen.tags["dagster/partition"], gen.tags["genepool/trigger"], gen.tags["genepool/agent_type"]) == (
+            "support-desk/g0001", "cli", "support-desk")
+
+        reg = PromptRegistry(db)
+        prod = reg.get_prompt("support-desk")
+        # a candidate a person will approve (made here: the stub's echo answers need not beat production)
+        child = reg.register("support-desk", prod.genome.with_(instructions=(*prod.genome.instructions, "Be brief.")),
+                             parent_ids=[prod.id], generation=1, operator="add_instruction")
+        reg.label(child.id, "candidate", "genepool", "test")
+        target = child.id
+        ok = subprocess.run([*cli, "approve", target, "--by", "alice", "--reason", "cheaper"], cwd=str(ROOT),
+                            env=env, capture_output=True, text=True, timeout=300)
+        assert ok.returncode == 0, ok.stderr[-2000:]
+        mat = instance.get_latest_materialization_event(dg.AssetKey("prompt_registry")).asset_materialization
+        assert mat.metadata["last_decision"].value.startswith(f"approve {target}")
+        assert f"| support-desk | {target} |" in mat.metadata["production"].value
+        assert reg.get_prompt("support-desk").id == target
+    finally:
+        instance.dispose()
