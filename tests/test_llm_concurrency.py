@@ -117,18 +117,18 @@ def test_run_candidate_reserves_the_whole_candidate_before_any_call(db):
 # --- the shared rate limit ---------------------------------------------------------------------------
 def test_rate_limit_bucket_is_shared_between_processes(db_url):
     a, b = Database(db_url), Database(db_url)  # two connections, as two processes would have
-    la = RateLimiter(a, "http://127.0.0.1:1/v1|m", rpm_limit=600, burst_s=0.5)  # 10/s, bucket of 5
-    lb = RateLimiter(b, "http://127.0.0.1:1/v1|m", rpm_limit=600, burst_s=0.5)
+    la = RateLimiter(a, "http://127.0.0.1:1/v1|m", rpm_limit=60, burst_s=5)  # 1/s, bucket of 5
+    lb = RateLimiter(b, "http://127.0.0.1:1/v1|m", rpm_limit=60, burst_s=5)
     assert [la.acquire() for _ in range(5)] == [0.0] * 5
     assert lb.acquire() > 0, "the second process must wait: the first one emptied the shared bucket"
-    other = RateLimiter(b, "http://127.0.0.1:1/v1|other-model", rpm_limit=600, burst_s=0.5)
+    other = RateLimiter(b, "http://127.0.0.1:1/v1|other-model", rpm_limit=60, burst_s=5)
     assert other.acquire() == 0.0, "another (base_url, model) has its own bucket"
     row = a.fetchone("SELECT requests FROM genepool.llm_rate_buckets WHERE bucket = %s", ("http://127.0.0.1:1/v1|m",))
     assert row["requests"] == 6
 
 
 def test_rate_limit_under_threads_grants_exactly_what_was_asked(db_url):
-    limiters = [RateLimiter(Database(db_url), "k", rpm_limit=6000, burst_s=0.1) for _ in range(4)]  # bucket 10
+    limiters = [RateLimiter(Database(db_url), "k", rpm_limit=300, burst_s=2) for _ in range(4)]  # 5/s, bucket 10
     granted = []
 
     def worker(lim):

@@ -99,9 +99,9 @@ def test_503_forever_gives_bounded_retries_then_one_clear_error(api_key, db, pro
 def test_hang_past_the_timeout_then_resume_repeats_no_answered_call(api_key, db, probe):
     other = [{"role": "user", "content": "second question"}]
     with StubLLMServer(script=[{}, {"hang": True}, {"hang": True}]) as stub:
-        client = LLMClient(fast_provider(stub.base_url, timeout_s=0.5, max_retries=1), db)
-        first = client.chat(MESSAGES, PARAMS)
-        with pytest.raises(LLMError, match=r"after 2 attempts .*no answer within the timeout of 0.5s"):
+        first = LLMClient(fast_provider(stub.base_url), db).chat(MESSAGES, PARAMS)
+        client = LLMClient(fast_provider(stub.base_url, timeout_s=1.0, max_retries=1), db)
+        with pytest.raises(LLMError, match=r"after 2 attempts .*no answer within the timeout of 1s"):
             client.chat(other, PARAMS)
         assert stub.chat_requests == 3
         assert count(db, "llm_cache") == 1
