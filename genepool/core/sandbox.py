@@ -105,6 +105,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         # Unreachable for prompt templates (calls are refused before compiling); HTML templates may call.
+        for arg in (*args, *kwargs.values()):  # e.g. "a".ljust(10**9): refuse before the allocation
+            if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > __self.max_value:
+                raise SecurityError(f"a call with the argument {arg:,} (max {__self.max_value:,}) is refused")
         return _check_size(super().call(__context, __obj, *args, **kwargs), "a call", __self.max_value)
 
 
