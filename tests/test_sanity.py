@@ -165,7 +165,6 @@ def test_the_sandbox_holds_without_the_allowlist():
         with pytest.raises(TemplateRefused, match=why):
             render_meta(source, {"x": "a" * 100})
     import jinja2
-
     from jinja2.sandbox import SecurityError
 
     env = html_environment(jinja2.DictLoader({"p.html": "{{ p }}", "q.html": "{{ p.__class__ }}"}))
