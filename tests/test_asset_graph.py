@@ -1,5 +1,6 @@
 """Snapshot of the code location's shape: asset keys, dependencies, partitions, groups, the checks on
-each asset, what each job selects, and what each sensor targets (tests/snapshots/asset_graph.json).
+each asset (and which are partitioned), what each job selects, and what each sensor targets
+(tests/snapshots/asset_graph.json).
 
 A change to the graph fails this test with a readable diff. If the change is intended, rewrite the
 snapshot and commit it with the change:  GENEPOOL_UPDATE_SNAPSHOTS=1 pytest tests/test_asset_graph.py
@@ -50,6 +51,7 @@ def graph_snapshot(definitions: dg.Definitions) -> dict[str, Any]:
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
             "partitions": _partitions(node.partitions_def),
             "checks": sorted(k.name for k in node.check_keys),
+            "partitioned_checks": sorted(k.name for k in node.check_keys if graph.get(k).partitions_def is not None),
         }
     jobs = {}
     for job in sorted(definitions.resolve_all_job_defs(), key=lambda j: j.name):
@@ -114,6 +116,7 @@ def test_the_snapshot_covers_the_generation_loop():
         assert parent in snap["assets"][child]["deps"], (parent, child)
     assert snap["assets"]["traces"]["group"] == "generation"
     assert "traces_schema" in snap["assets"]["traces"]["checks"]
+    assert "traces_schema" in snap["assets"]["traces"]["partitioned_checks"]  # runs for one partition only
     generation = snap["jobs"]["generation_job"]
     assert generation["assets"] == sorted(a for a, v in snap["assets"].items() if v["group"] == "generation")
     assert not [c for c in generation["checks"] if ":source_" in c]  # dbt source tests run with the metrics
