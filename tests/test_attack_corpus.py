@@ -438,7 +438,7 @@ def test_a_forged_prompt_row_is_refused_at_render(cls, corpus_db, marker, probe)
             genome = SEED.with_(role=text) if where == "genome" else SEED
             before = counts(corpus_db)
             try:
-                pid = _forge(corpus_db, agent, genome.canonical_json(), text)
+                pid = _forge(corpus_db, agent, genome.canonical_json(), text if where == "content" else "forged")
             except (psycopg.DataError, UnicodeEncodeError) as exc:
                 # PostgreSQL itself refuses NUL bytes and invalid UTF-8 in text and jsonb: nothing stored
                 assert cls in ("control", "binary"), (name, exc)
