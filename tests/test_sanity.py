@@ -171,3 +171,20 @@ def test_the_sandbox_holds_without_the_allowlist():
     assert env.get_template("p.html").render(p="<b>") == "&lt;b&gt;"  # autoescaped
     with pytest.raises(SecurityError):
         env.get_template("q.html").render(p="<b>")
+
+
+def test_no_unsandboxed_jinja_environment_anywhere():
+    """Every render goes through genepool.core.sandbox: no plain Environment/Template elsewhere."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    plain = re.compile(r"jinja2\.(Environment|Template)\(|from jinja2 import .*\b(Environment|Template)\b")
+    offenders = [
+        f"{p.relative_to(root)}:{i}"
+        for folder in ("genepool", "assets", "orchestration", "resources")
+        for p in (root / folder).rglob("*.py")
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if plain.search(line)
+    ]
+    assert offenders == []
