@@ -8,6 +8,7 @@ from genepool import store
 from genepool.core.trace_schema import store_traces
 from genepool.steps import FailureClusters, TraceSet, collect_traces, find_failure_clusters
 from resources import LLMResource, OptimizerResource, PostgresResource
+from genepool.langfuse_io import ingest_since, lookback_from_env
 from resources.langfuse import LangfuseResource
 
 
@@ -28,8 +29,9 @@ def traces(
     gen = generation_for(context, postgres, llm, optimizer)
     ingested = 0
     if langfuse.enabled:  # production traces of the agent from Langfuse, same pandera schema
-        last = store.last_trace_time(gen.db, gen.agent_type, "langfuse")
-        external = langfuse.fetch_traces(gen.agent_type, since=last, db=gen.db, partition_key=gen.key)
+        # by the observations' own start time minus a look-back window (late data is not lost; ids dedupe)
+        since = ingest_since(gen.db, gen.agent_type, lookback_from_env())
+        external = langfuse.fetch_traces(gen.agent_type, since=since, db=gen.db, partition_key=gen.key)
         ingested = store_traces(gen.db, external, gen.key)
     ts = collect_traces(gen)
     return dg.Output(

@@ -78,7 +78,6 @@ from typing import Any
 import pandas as pd
 
 from genepool.core.trace_schema import (
-    TraceSchema,
     empty_traces,
     quarantine,
     validate_traces,
@@ -273,7 +272,7 @@ def _check_since(since: Any) -> dt.datetime | None:
             raise ValueError(f"since={since!r} is not an ISO 8601 datetime, e.g. 2026-11-01T00:00:00Z") from exc
     if not isinstance(since, dt.datetime):
         raise ValueError(f"since must be a datetime or ISO 8601 string, got {type(since).__name__}")
-    return since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)
+    return since if since.tzinfo else since.replace(tzinfo=dt.UTC)
 
 
 def fetch_observations(
@@ -308,6 +307,40 @@ def fetch_observations(
     else:
         log.warning("Langfuse: stopped after %d pages of observations for %s (max_pages)", max_pages, agent_type)
     return out[:limit]
+
+
+LOOKBACK_ENV = "GENEPOOL_LANGFUSE_LOOKBACK_MINUTES"
+DEFAULT_LOOKBACK = dt.timedelta(minutes=60)
+
+
+def lookback_from_env(env: Mapping[str, str] | None = None) -> dt.timedelta:
+    """The look-back window of an ingest (GENEPOOL_LANGFUSE_LOOKBACK_MINUTES, default 60, 0..10080)."""
+    raw = (os.environ if env is None else env).get(LOOKBACK_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_LOOKBACK
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = float("nan")
+    if not 0 <= minutes <= 10080:  # also refuses NaN
+        raise ValueError(f"{LOOKBACK_ENV}={raw!r} must be a number of minutes between 0 and 10080 (one week)")
+    return dt.timedelta(minutes=minutes)
+
+
+def ingest_since(db: Any, agent_type: str, lookback: dt.timedelta | None = None) -> dt.datetime | None:
+    """Where the next Langfuse ingest of an agent starts: the latest *observation start time* already stored
+    (the observation's own clock, not genepool's ingest time) minus a look-back window, so observations that
+    reach Langfuse late are still fetched; rows are stored by observation id, so the overlap is deduplicated.
+    None (everything) when nothing is stored yet."""
+    lookback = DEFAULT_LOOKBACK if lookback is None else lookback
+    row = db.fetchone(
+        "SELECT max((metadata->'langfuse'->>'start_time')::timestamptz) AS t FROM genepool.traces"
+        " WHERE agent_type = %s AND source = %s"
+        " AND metadata->'langfuse'->>'start_time' ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}T'",
+        (agent_type, SOURCE),
+    )
+    last = row["t"] if row else None
+    return None if last is None else last - lookback
 
 
 def fetch_success_scores(lf: Any, trace_ids: Sequence[str], max_pages: int = 100) -> tuple[dict, dict]:

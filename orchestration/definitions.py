@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import checks
+from assets.production import production_defs
 from assets.defs import checks_defs, generation_assets, generation_defs, metrics_defs, registry_assets, registry_defs
 from orchestration import environment, jobs
 from orchestration.environment import default_resources, llm_from_env, optimizer_from_env
@@ -28,6 +29,7 @@ defs = dg.Definitions.merge(
     checks_defs(),
     jobs.defs(),
     sensor_defs(),
+    production_defs(),  # production traces from Langfuse, so agents are watched after an approval
     environment.defs(),
 )
 

@@ -13,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 from langfuse import Langfuse
 from langfuse._client.resource_manager import LangfuseResourceManager
+from langfuse_contract_server import LangfuseContractServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,7 +24,6 @@ from genepool.langfuse_io import (
     fetch_trace_rows,
     log_experiment_to,
 )
-from langfuse_contract_server import LangfuseContractServer
 from resources.langfuse import LangfuseResource
 
 AGENT = "support-desk"
@@ -112,7 +112,7 @@ def test_fetch_traces_maps_validates_and_quarantines(server, db):
     res = _resource(server)
     assert res.enabled
     client = res.client()
-    since = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    since = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     valid, bad = fetch_trace_rows(client, AGENT, since=since, limit=50, page_size=2)
 
     # what the SDK sent
@@ -283,3 +283,74 @@ def test_contract_server_cursor_is_base64_offset():
     # guards the contract server itself: cursors are opaque base64 strings like Langfuse's
     page, meta = LangfuseContractServer._page(list(range(5)), {"limit": "2"}, 1000, 50)
     assert page == [0, 1] and base64.urlsafe_b64decode(meta["cursor"]) == b"2"
+
+
+# --- production traces: ingest by the observations' own start time with a look-back window ---------------
+def _production_prompt(db):
+    from genepool.core.genome import Genome
+    from genepool.registry import PromptRegistry
+
+    reg = PromptRegistry(db)
+    rec = reg.register(AGENT, Genome(role="You help customers."))
+    reg.label(rec.id, "production", "seed", "initial")
+    return rec
+
+
+def test_production_ingest_keeps_late_observations_and_never_duplicates(server, db, monkeypatch):
+    import datetime as dt
+
+    import dagster as dg
+
+    from assets.production import production_traces
+    from genepool.langfuse_io import ingest_since, lookback_from_env
+    from resources import PostgresResource
+
+    _production_prompt(db)
+    resources = {"postgres": PostgresResource(database_url=db.url), "langfuse": _resource(server)}
+    server.observations = [_obs("o-a", start="2026-11-02T10:00:00Z"), _obs("o-b", start="2026-11-02T10:30:00Z")]
+    first = dg.materialize([production_traces], resources=resources)
+    assert first.success
+    rows = db.fetchall("SELECT id, partition_key, source FROM genepool.traces ORDER BY id")
+    assert [(r["id"], r["partition_key"], r["source"]) for r in rows] == [("o-a", None, "langfuse"),
+                                                                           ("o-b", None, "langfuse")]
+    # the next ingest starts at the latest *observation* start time minus the look-back, not at ingest time
+    assert ingest_since(db, AGENT) == dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
+    # an observation that started at 10:10 reaches Langfuse only now (late): it is still fetched, once
+    server.observations.append(_obs("o-late", start="2026-11-02T10:10:00Z"))
+    second = dg.materialize([production_traces], resources=resources)
+    mat = second.asset_materializations_for_node("production_traces")[0]
+    assert mat.metadata["ingested"].value == 1
+    ids = [r["id"] for r in db.fetchall("SELECT id FROM genepool.traces ORDER BY id")]
+    assert ids == ["o-a", "o-b", "o-late"]
+    monkeypatch.setenv("GENEPOOL_LANGFUSE_LOOKBACK_MINUTES", "-5")
+    with pytest.raises(ValueError, match="GENEPOOL_LANGFUSE_LOOKBACK_MINUTES='-5' must be a number of minutes"):
+        lookback_from_env()
+
+
+def test_production_traces_sensor_after_an_approval(server, db, monkeypatch):
+    import dagster as dg
+
+    from assets.production import production_traces_sensor
+    from genepool.registry import PromptRegistry
+    from resources import PostgresResource
+
+    seed = _production_prompt(db)
+    res = {"postgres": PostgresResource(database_url=db.url), "langfuse": _resource(server)}
+    with dg.instance_for_test() as instance:
+        first = production_traces_sensor(dg.build_sensor_context(instance=instance, resources=res))
+        assert first.run_requests[0].tags["genepool/reason"] == f"new production prompt: {AGENT}"
+        quiet = production_traces_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor,
+                                                                 resources=res))
+        assert isinstance(quiet, dg.SkipReason) and "no production prompt changed" in quiet.skip_message
+        reg = PromptRegistry(db)
+        child = reg.register(AGENT, seed.genome.with_(instructions=("Be brief.",)), parent_ids=[seed.id],
+                             generation=1, operator="add_instruction")
+        reg.label(child.id, "candidate", "genepool", "better")
+        reg.approve(child.id, "alice", "better")
+        after = production_traces_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor,
+                                                                 resources=res))
+        assert after.run_requests[0].tags["genepool/reason"] == f"new production prompt: {AGENT}"
+        off = {**res, "langfuse": LangfuseResource(public_key_env="GENEPOOL_TEST_UNSET_A",
+                                                   secret_key_env="GENEPOOL_TEST_UNSET_B")}
+        skip = production_traces_sensor(dg.build_sensor_context(instance=instance, resources=off))
+        assert isinstance(skip, dg.SkipReason) and "Langfuse is not configured" in skip.skip_message
