@@ -125,3 +125,37 @@ def test_genepool_run_of_a_broken_agent_is_one_clear_line(tmp_path, monkeypatch,
     assert "\n" not in err
     assert err.startswith(f"genepool: {f} line ") and "agent 'broken': field 'instructions': " in err
     assert "is a string; write a list of strings" in err
+
+
+class SystemRecordingModelDouble:
+    """TEST DOUBLE of a task model: answers 'boil water' and records every system message it is sent."""
+
+    name = "system_recording_double"
+    model = "system-recording-v1"
+
+    def __init__(self):
+        self.systems: list[str] = []
+
+    def complete(self, messages, params):
+        from genepool.llm import RawCompletion
+
+        self.systems.append(messages[0]["content"])
+        return RawCompletion("boil water", 5, 2, 1.0)
+
+
+def test_a_generation_renders_the_user_agents_own_type(tmp_path, monkeypatch, db):
+    """The bug of issue 8: {{ agent_type }} in a user agent's seed rendered 'support-desk' in every run."""
+    from genepool.llm import LLMClient
+    from genepool.settings import GenerationConfig
+    from genepool.steps import Generation, collect_traces
+
+    items = [dict(ITEM, id=f"p{i}", input=f"Plan: make tea for {i}") for i in range(3)]
+    f = _write(tmp_path, {"planner": GOOD}, items=items)
+    monkeypatch.setenv("GENEPOOL_AGENTS_FILE", str(f))
+    model = SystemRecordingModelDouble()
+    gen = Generation(db, LLMClient(model, db), "planner", 1, GenerationConfig(trace_items=3, max_rollouts=50))
+    traces = collect_traces(gen)
+    assert len(traces.rows()) == 3
+    assert model.systems == ["You plan for planner."] * 3
+    rendered = gen.registry.get_prompt("planner", "prod").render("x")  # the registry passes it too
+    assert rendered[0]["content"] == "You plan for planner."
