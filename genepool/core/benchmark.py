@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genepool.core.checkers import CHECKERS  # checkers names Item only for type checking: no import cycle
 from genepool.validation import (
     MAX_BENCHMARK_FIELD_CHARS,
     MAX_BENCHMARK_FILE_BYTES,
@@ -83,8 +84,6 @@ class Item:
 
 
 def _checker_names() -> list[str]:
-    from genepool.core.checkers import CHECKERS  # lazy: checkers imports this module for typing only
-
     return sorted(CHECKERS)
 
 
