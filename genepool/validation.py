@@ -75,8 +75,10 @@ def utf8_problem(data: bytes) -> str | None:
 
 
 def read_text_file(path: Path, max_bytes: int) -> tuple[str | None, str | None]:
-    """(text, None) or (None, problem): size checked before reading, then strict UTF-8."""
+    """(text, None) or (None, problem): a regular file, size checked before reading, then strict UTF-8."""
     try:
+        if not path.is_file():
+            return None, "is not a regular file; pass the path of a file"
         size = path.stat().st_size
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror}); check the path"

@@ -90,7 +90,7 @@ def _load(path_or_obj: Any) -> list[dict]:
     obj = path_or_obj
     if isinstance(obj, Path) or (isinstance(obj, str) and not obj.lstrip().startswith(("{", "["))):
         path = Path(obj)
-        if not path.exists():
+        if not path.is_file():  # also refuses devices and FIFOs (/dev/zero would never end)
             raise OtelImportError(f"{path}: no such file; pass an OTLP JSON export file, a dict or a JSON string")
         text, problem = read_text_file(path, MAX_OTEL_FILE_BYTES)
         if problem:
