@@ -438,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--agent", default=DEFAULT_AGENT)
         s.add_argument("--generation", type=int)
         s.add_argument("--no-metrics", action="store_true", help="skip the dbt metrics refresh")
+        s.add_argument("--verbose", action="store_true",
+                       help="show Dagster's step logs, dbt output and library warnings on the console")
         if name == "run":
             s.add_argument("--submit", action="store_true",
                            help="submit to the run queue (daemon + run launcher) instead of running here")
@@ -480,6 +482,23 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("action", choices=["url", "start", "stop"])
     s.set_defaults(fn=cmd_db)
     args = p.parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ["GENEPOOL_LOG_LEVEL"] = "INFO"
+    elif os.environ.get("GENEPOOL_LOG_LEVEL", "WARNING").upper() == "WARNING":
+        # the console shows progress and the summary; Dagster's preview/deprecation warnings and dbt's chatter
+        # stay in the run's page (`make dev`) unless --verbose
+        import logging
+        import warnings
+
+        warnings.filterwarnings("ignore", module=r"dagster(_\w+)?(\.|$)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        if args.cmd in ("demo", "run"):  # Dagster's own warning classes (they point at the caller's module)
+            from dagster._utils.warnings import BetaWarning, PreviewWarning, SupersessionWarning
+
+            for category in (BetaWarning, PreviewWarning, SupersessionWarning):
+                warnings.filterwarnings("ignore", category=category)
+        for name in ("dagster", "dagster.builtin", "dbt", "dagster_dbt"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         args.fn(args)
     except (LookupError, ValueError) as exc:  # registry/approval/config errors carry the fix in their message

@@ -142,6 +142,11 @@ def dagster_yaml(storage_url: str, env: dict[str, str] | None = None) -> str:
         f"  start_timeout_seconds: {_start_timeout(kind, env)}",
         "  poll_interval_seconds: 5",
         "  max_resume_run_attempts: 0  # a generation is re-run from the LLM cache, never resumed mid-step",
+        # the library's own loggers (genepool.*: per-candidate progress, budget notes) in each run's log view
+        "python_logs:",
+        "  managed_python_loggers:",
+        "    - genepool",
+        "  python_log_level: INFO",
     ]
     if kind == "celery":
         require_shared_database("the celery run launcher", env)

@@ -41,6 +41,9 @@ def test_cli_run_is_the_named_generation_job_with_progress(db, db_url, fresh_dat
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     assert "running generation support-desk/g0001" in out
+    # quiet console: no Dagster warnings or step logs unless --verbose
+    for noise in ("PreviewWarning", "BetaWarning", "UserWarning", "STEP_START", "DeprecationWarning"):
+        assert noise not in run.stdout + run.stderr, noise
     progress = [line for line in out.splitlines() if line.startswith("  [") and "LLM calls" in line]
     assert progress, out[-2000:]
     instance = dg.DagsterInstance.from_config(str(home))
@@ -50,6 +53,10 @@ def test_cli_run_is_the_named_generation_job_with_progress(db, db_url, fresh_dat
         assert not any(j.startswith("__") for j in jobs), jobs
         [gen] = instance.get_runs(dg.RunsFilter(job_name="generation_job"))
         assert gen.status == dg.DagsterRunStatus.SUCCESS
+        # the library's per-candidate progress is in the run's log view (python_logs: managed genepool loggers)
+        logs = [r.event_log_entry.user_message for r in instance.get_records_for_run(gen.run_id, limit=5000).records
+                if r.event_log_entry.dagster_event is None]
+        assert any("support-desk/g0001: candidate 1 of" in m and "rollouts left" in m for m in logs), logs[-20:]
         assert (gen.tags["dagster/partition"], gen.tags["genepool/trigger"], gen.tags["genepool/agent_type"]) == (
             "support-desk/g0001", "cli", "support-desk")
 

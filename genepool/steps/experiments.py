@@ -79,7 +79,8 @@ def run_experiments(gen: Generation, population: Population, traces: TraceSet) -
     skipped: list[str] = []
     with gen.step("experiments") as meter:
         runner = meter.runner()
-        for pid in population.contenders:
+        n_total = len(population.contenders)
+        for n, pid in enumerate(population.contenders, 1):
             remaining = meter.tracker.remaining_rollouts
             if remaining is not None and remaining < len(regression):
                 skipped.append(pid)  # whole candidates only: never a half-evaluated one
@@ -94,6 +95,11 @@ def run_experiments(gen: Generation, population: Population, traces: TraceSet) -
                 skipped.append(pid)
                 continue
             rows += mine
+            # progress, captured in Dagster's run view (dagster.yaml python_logs: managed_python_loggers genepool)
+            solved = sum(1 for r in mine if r["success"])
+            left = meter.tracker.remaining_rollouts
+            log.info("%s: candidate %d of %d (%s): %d/%d solved; rollouts left %s", gen.key, n, n_total, pid,
+                     solved, len(mine), "unlimited" if left is None else left)
         store.replace_results(gen.db, gen.key, ("target", "control"), rows)
     if skipped:
         log.warning("%s: budget left no room to evaluate %d candidates: %s", gen.key, len(skipped), skipped)
