@@ -313,7 +313,8 @@ def test_concurrent_raw_production_events_without_the_app_lock(app_role_urls, pr
     probe("held: raw concurrent production events (no app lock) are serialised by the trigger; one production")
 
 
-def test_ensure_production_never_reseeds_silently(app_role_urls):
+@pytest.mark.probe
+def test_ensure_production_never_reseeds_silently(app_role_urls, probe):
     from genepool.agents import get_agent
     from genepool.steps import ensure_production
 
@@ -328,6 +329,7 @@ def test_ensure_production_never_reseeds_silently(app_role_urls):
     with pytest.raises(RegistryError, match=r"none in production.*genepool approve.*" + draft.id):
         ensure_production(reg, get_agent("support-desk"))
     assert [p.id for p in reg.list("support-desk")] == [draft.id]
+    probe("held: an agent with prompts but none in production is an error naming `genepool approve`; no new seed")
 
 
 def test_concurrent_first_seeds_make_one_production(app_role_urls):
