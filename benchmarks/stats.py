@@ -118,7 +118,7 @@ def summarize(outcomes: Sequence[bool | int], reference: Sequence[bool | int] | 
         only_a, only_b = discordant(bits, reference)
         diff, lo, hi = paired_bootstrap_diff(bits, reference)
         out.update(
-            paired_p=round(mcnemar_exact_p(only_a, only_b), 4),
+            paired_p=float(f"{mcnemar_exact_p(only_a, only_b):.4g}"),  # 4 significant digits, tiny p kept
             discordant={"only_this": only_a, "only_reference": only_b},
             diff=diff,
             diff_ci95=[lo, hi],
