@@ -44,7 +44,7 @@ def write_dagster_yaml() -> Path:
     home = dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     url = resolve_urls().dagster
-    scheme, rest = url.split("://", 1)
+    rest = url.split("://", 1)[1]
     url = "postgresql+psycopg2://" + rest  # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3
     from orchestration.queue import dagster_yaml
 
