@@ -326,6 +326,15 @@ def test_the_optimisers_own_traces_do_not_count_as_health(pg_server_url, instanc
     quiet = _tick(sensor, instance, db)
     assert isinstance(quiet, dg.SkipReason)
     assert f"{SD}: 0 recent production traces" in quiet.skip_message
+    # genepool's own experiment runs read back from Langfuse (metadata names the experiment) do not count
+    for i in range(20):
+        db.execute(
+            "INSERT INTO genepool.traces (id, agent_type, prompt_id, partition_key, source, input, output, success,"
+            " metadata) VALUES (%s,%s,%s,%s,'langfuse','q','a',false, %s)",
+            (f"exp-{i}", SD, rec.id, f"{SD}/g0001", '{"observation": {"experiment_id": "support-desk/g0001"}}'),
+        )
+    _refresh_health(db)
+    assert f"{SD}: 0 recent production traces" in _tick(sensor, instance, db).skip_message
     # production traces (ingested from Langfuse) do count
     for i in range(6):
         db.execute(

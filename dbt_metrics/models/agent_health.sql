@@ -4,7 +4,8 @@
 -- reads this table. observation_id changes only when the production prompt changes or a newer
 -- trace of it arrives, so the sensor can tell a new observation from a re-computed one.
 -- Only production traces count: the optimiser's own traces (source 'runner' written by a generation,
--- i.e. with a partition_key) are excluded, so a generation never feeds the sensor that started it.
+-- i.e. with a partition_key) are excluded, and so are genepool's experiment runs read back from Langfuse
+-- (their observation metadata names an experiment_id), so a generation never feeds the sensor that started it.
 {% set health_days = var('health_window_days', 7) | int %}
 
 with prompt_state as (
@@ -37,6 +38,7 @@ recent as (
     from {{ source('genepool', 'traces') }} t
     join production pr on pr.agent_type = t.agent_type and pr.production_prompt_id = t.prompt_id
     where not (t.source = 'runner' and t.partition_key is not null)
+      and coalesce(t.metadata->'observation'->>'experiment_id', '') = ''
     {% if health_days > 0 %}
       and t.created_at >= now() - interval '{{ health_days }} days'
     {% endif %}
