@@ -1,5 +1,6 @@
 """Step 4, experiment results: every contender run on the regression set (targets: train items production
-failed; controls: items it passed), whole candidates only, within the budget checked before each call."""
+failed; controls: items it passed), whole candidates only: each candidate is one batch of calls (up to
+``llm_concurrency`` at once, answers in item order) whose whole cost is checked against the budget first."""
 
 from __future__ import annotations
 
@@ -87,13 +88,12 @@ def run_experiments(gen: Generation, population: Population, traces: TraceSet) -
                 continue
             rec = gen.registry.get(pid)
             label_once(gen, pid, "experimental", f"evaluated in {gen.key}")
-            mine: list[dict] = []
-            try:
-                for it, role in regression:
-                    mine.append(result_row(gen.key, pid, role, runner.run_item(rec.genome, it, purpose="experiment")))
+            try:  # one batch per candidate (up to llm_concurrency calls at once), its whole cost checked first
+                res = runner.run_candidate(rec.genome, [it for it, _ in regression], purpose="experiment")
             except BudgetExceeded:
                 skipped.append(pid)
                 continue
+            mine = [result_row(gen.key, pid, role, r) for (_, role), r in zip(regression, res, strict=True)]
             rows += mine
             # progress, captured in Dagster's run view (dagster.yaml python_logs: managed_python_loggers genepool)
             solved = sum(1 for r in mine if r["success"])

@@ -118,10 +118,10 @@ def select_front(gen: Generation, results: ExperimentResults) -> Front:
                 break  # whole candidates only
             rec = gen.registry.get(pid)
             try:
-                rows += [result_row(gen.key, pid, "validation", runner.run_item(rec.genome, it, "validation"))
-                         for it in val_items]
-            except BudgetExceeded:  # tokens or money ran out mid-candidate: drop it whole, validate no more
+                res = runner.run_candidate(rec.genome, val_items, "validation")  # one batch, cost checked first
+            except BudgetExceeded:  # tokens or money cannot cover the candidate: nothing called, validate no more
                 break
+            rows += [result_row(gen.key, pid, "validation", r) for r in res]
         store.replace_results(gen.db, gen.key, VALIDATION, rows)
         val_evals = _evals(gen, pd.DataFrame(rows, columns=store.RESULT_COLUMNS), VALIDATION)
         survivors = per_instance_survivors(list(val_evals.values()), VALIDATION) if val_evals else set()

@@ -111,7 +111,7 @@ def promote(gen: Generation, front: Front) -> Promotion:
                         continue
                     rec = gen.registry.get(pid)
                     try:
-                        res = [runner.run_item(rec.genome, it, "test") for it in test_items]
+                        res = runner.run_candidate(rec.genome, test_items, "test")  # one batch, checked first
                     except BudgetExceeded:
                         skipped.append(pid)
                         continue

@@ -89,7 +89,7 @@ def collect_traces(gen: Generation) -> TraceSet:
     with gen.step("traces", register=True) as meter:
         prod = gen.production()
         sample = stratified(split_items(gen.items, "train"), gen.config.trace_items, gen.rng("traces"))
-        results = meter.runner().run(prod.genome, sample, purpose="traces")
+        results = meter.runner().run_candidate(prod.genome, sample, purpose="traces")  # one batch, checked first
         rows = [
             {
                 "id": trace_id(gen.key, prod.id, r.item_id),
