@@ -119,7 +119,7 @@ def select_front(gen: Generation, results: ExperimentResults) -> Front:
             rec = gen.registry.get(pid)
             try:
                 res = runner.run_candidate(rec.genome, val_items, "validation")  # one batch, cost checked first
-            except BudgetExceeded:  # tokens or money cannot cover the candidate: nothing called, validate no more
+            except BudgetExceeded:  # tokens or money ran out for this candidate: drop it whole, validate no more
                 break
             rows += [result_row(gen.key, pid, "validation", r) for r in res]
         store.replace_results(gen.db, gen.key, VALIDATION, rows)
