@@ -54,10 +54,12 @@ Reading (``fetch_traces``)
     as quarantine records with their reason, never dropped.
 
 Writing
-    ``log_experiment`` records one trace per experiment: a root span and one generation per item
-    (input, output, usage, cost, level ERROR with the error, metadata incl. success), with
-    ``langfuse.experiment.*`` attributes, item scores ``success`` (BOOLEAN), ``tokens`` and
-    ``latency_ms`` (NUMERIC) and a trace score ``success_rate``. Spans go out as OTLP protobuf
+    ``log_experiment`` records an experiment in the layout of the SDK's ``run_experiment``: one trace
+    per item, a root span ``experiment-item-run`` and a child generation ``experiment-item-task`` (input,
+    output, usage, cost, level ERROR with the error, metadata incl. success), environment
+    ``sdk-experiment``, ``langfuse.experiment.*`` attributes (id, name, metadata, item id, expected
+    output, root observation id), item scores ``success`` (BOOLEAN), ``tokens`` and ``latency_ms``
+    (NUMERIC) on the task observation. Spans go out as OTLP protobuf
     to /api/public/otel/v1/traces, scores to POST /api/public/scores; both are flushed before it
     returns. ``push_prompt`` calls ``create_prompt`` (text for a string, chat for a message list).
 
@@ -309,6 +311,9 @@ def fetch_observations(
     return out[:limit]
 
 
+EXPERIMENT_ENVIRONMENT = "sdk-experiment"  # what the SDK's run_experiment sets (langfuse._client.constants)
+EXPERIMENT_ITEM_RUN = "experiment-item-run"
+EXPERIMENT_ITEM_TASK = "experiment-item-task"
 LOOKBACK_ENV = "GENEPOOL_LANGFUSE_LOOKBACK_MINUTES"
 DEFAULT_LOOKBACK = dt.timedelta(minutes=60)
 
@@ -442,24 +447,40 @@ def log_experiment_to(
         "langfuse.experiment.id": experiment_id,
         "langfuse.experiment.name": experiment_id,
         "langfuse.experiment.metadata": json.dumps({"prompt_id": prompt_id, "agent_type": agent_type}),
+        "langfuse.environment": EXPERIMENT_ENVIRONMENT,
     }
-
-    root = lf.start_observation(
-        name=f"genepool experiment {experiment_id}",
-        as_type="span",
-        input={"experiment_id": experiment_id, "prompt_id": prompt_id, "items": len(items)},
-        metadata={"agent_type": agent_type, "experiment_id": experiment_id, "prompt_id": prompt_id},
-    )
-    _set_attributes(root, experiment_attrs)
+    # Langfuse's run_experiment layout: ONE TRACE PER ITEM, a root span "experiment-item-run" with the item's
+    # input/output and a child "experiment-item-task" (here a generation, with usage) that carries the
+    # item's scores; every span names the experiment, the item and the task observation, so Langfuse's
+    # experiment view groups them.
     observation_ids: dict[str, str] = {}
+    trace_ids: dict[str, str] = {}
     scores = 0
-    last_end = None
     for r in items:
         error = r.get("error") or None
         tokens = int(r.get("prompt_tokens", 0)) + int(r.get("completion_tokens", 0))
         latency_ms = float(r.get("latency_ms", 0.0))
+        meta = {
+            "experiment_name": experiment_id,
+            "agent_type": agent_type,
+            "experiment_id": experiment_id,
+            "partition_key": experiment_id,
+            "prompt_id": prompt_id,
+            "prompt_version": prompt_version,
+            "item_id": r["item_id"],
+            "success": r["success"],
+            "expected": r.get("expected"),
+            "checker_message": r.get("checker_message") or None,
+            "latency_ms": latency_ms,
+            "tool_calls": r.get("tool_calls") or None,
+        }
+        item_attrs = {**experiment_attrs, "langfuse.experiment.item.id": r["item_id"],
+                      "langfuse.experiment.item.expected_output": json.dumps(r.get("expected"))}
+        root = lf.start_observation(name=EXPERIMENT_ITEM_RUN, as_type="span", input=str(r.get("input", "")),
+                                    output=str(r.get("output", "")), metadata=meta)
+        _set_attributes(root, item_attrs)
         gen = root.start_observation(
-            name="genepool.item",
+            name=EXPERIMENT_ITEM_TASK,
             as_type="generation",
             input=str(r.get("input", "")),
             output=str(r.get("output", "")),
@@ -468,38 +489,23 @@ def log_experiment_to(
             cost_details={"total": float(r["cost_usd"])} if r.get("cost_usd") else None,
             level="ERROR" if error else None,
             status_message=str(error) if error else None,
-            metadata={
-                "agent_type": agent_type,
-                "experiment_id": experiment_id,
-                "partition_key": experiment_id,
-                "prompt_id": prompt_id,
-                "prompt_version": prompt_version,
-                "item_id": r["item_id"],
-                "success": r["success"],
-                "expected": r.get("expected"),
-                "checker_message": r.get("checker_message") or None,
-                "latency_ms": latency_ms,
-                "tool_calls": r.get("tool_calls") or None,
-            },
+            metadata=meta,
         )
-        _set_attributes(gen, {**experiment_attrs, "langfuse.experiment.item.id": r["item_id"]})
+        _set_attributes(gen, {**item_attrs, "langfuse.experiment.item.root_observation_id": gen.id})
+        _set_attributes(root, {"langfuse.experiment.item.root_observation_id": gen.id})
         start_ns = getattr(getattr(gen, "_otel_span", None), "start_time", None)
         end_ns = start_ns + int(latency_ms * 1e6) if start_ns else None
         gen.end(end_time=end_ns)
-        last_end = max(last_end or 0, end_ns or 0) or None
         gen.score(name="success", value=1.0 if r["success"] else 0.0, data_type="BOOLEAN")
         gen.score(name="tokens", value=float(tokens), data_type="NUMERIC")
         gen.score(name="latency_ms", value=latency_ms, data_type="NUMERIC")
         scores += 3
+        root.end(end_time=end_ns if end_ns and end_ns > getattr(root._otel_span, "start_time", 0) else None)
         observation_ids[r["item_id"]] = gen.id
-    root.update(output={"success_rate": rate, "succeeded": n_ok, "items": len(items)})
-    root.score_trace(name="success_rate", value=rate, data_type="NUMERIC")
-    scores += 1
-    root.end(end_time=last_end if last_end and last_end > getattr(root._otel_span, "start_time", 0) else None)
+        trace_ids[r["item_id"]] = root.trace_id
     lf.flush()
     return {
-        "trace_id": root.trace_id,
-        "root_observation_id": root.id,
+        "trace_ids": trace_ids,
         "observation_ids": observation_ids,
         "scores": scores,
         "success_rate": rate,

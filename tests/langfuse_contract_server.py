@@ -282,6 +282,45 @@ class LangfuseContractServer:
             self.observations.extend(self._as_observation(s) for s in spans if "langfuse.observation.type" in s["attributes"])
         self._reply(h, 200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
+    def experiment_layout_errors(self) -> list[str]:
+        """What Langfuse's experiment view needs, checked on every span that names an experiment (the layout
+        of the SDK's ``run_experiment``): one trace per item; per trace one root span ``experiment-item-run``
+        and a child ``experiment-item-task``; every span carries the experiment id and the item id; the
+        root names the task span as ``langfuse.experiment.item.root_observation_id``; environment
+        ``sdk-experiment``. Returns one line per violation (empty = the layout holds)."""
+        errors: list[str] = []
+        by_trace: dict[str, list[dict]] = {}
+        for sp in self.spans:
+            if "langfuse.experiment.id" in sp["attributes"]:
+                by_trace.setdefault(sp["trace_id"], []).append(sp)
+        items: dict[tuple[str, str], str] = {}
+        for trace, spans in by_trace.items():
+            roots = [sp for sp in spans if sp["parent_span_id"] is None]
+            if len(roots) != 1 or roots[0]["name"] != "experiment-item-run":
+                errors.append(f"trace {trace}: root spans {[sp['name'] for sp in roots]}, want one experiment-item-run")
+                continue
+            root = roots[0]
+            tasks = [sp for sp in spans if sp["name"] == "experiment-item-task"
+                     and sp["parent_span_id"] == root["span_id"]]
+            if len(tasks) != 1:
+                errors.append(f"trace {trace}: {len(tasks)} experiment-item-task children of the root, want 1")
+                continue
+            ids = {sp["attributes"].get("langfuse.experiment.item.id") for sp in spans}
+            exps = {sp["attributes"].get("langfuse.experiment.id") for sp in spans}
+            if len(ids) != 1 or None in ids or len(exps) != 1:
+                errors.append(f"trace {trace}: item ids {sorted(map(str, ids))}, experiments {sorted(map(str, exps))}")
+                continue
+            key = (exps.pop(), ids.pop())
+            if key in items:
+                errors.append(f"experiment {key[0]} item {key[1]}: in traces {items[key]} and {trace} (one per item)")
+            items[key] = trace
+            if root["attributes"].get("langfuse.experiment.item.root_observation_id") != tasks[0]["span_id"]:
+                errors.append(f"trace {trace}: root does not name the task span as item.root_observation_id")
+            envs = {sp["attributes"].get("langfuse.environment") for sp in spans}
+            if envs != {"sdk-experiment"}:
+                errors.append(f"trace {trace}: environment {sorted(map(str, envs))}, want sdk-experiment")
+        return errors
+
     @staticmethod
     def _as_observation(span: dict) -> dict:
         a = span["attributes"]

@@ -176,36 +176,40 @@ def test_log_experiment_push_prompt_and_read_back(server):
     otlp = server.requests_to("POST", "/api/public/otel/v1/traces")
     assert otlp and otlp[0]["content_type"] == "application/x-protobuf"
     ExportTraceServiceRequest().ParseFromString(otlp[0]["body"])
+    # Langfuse's experiment layout (run_experiment's): one trace per item, run span -> task span
+    assert server.experiment_layout_errors() == []
+    assert len(set(out["trace_ids"].values())) == 2
     spans = {s["span_id"]: s for s in server.spans}
-    root = spans[out["root_observation_id"]]
-    assert root["trace_id"] == out["trace_id"] and root["attributes"]["langfuse.experiment.id"] == "support-desk/g0003"
     g1 = spans[out["observation_ids"]["i1"]]
+    root = spans[g1["parent_span_id"]]
+    assert root["name"] == "experiment-item-run" and g1["name"] == "experiment-item-task"
+    assert root["trace_id"] == out["trace_ids"]["i1"] and root["attributes"]["langfuse.experiment.id"] == (
+        "support-desk/g0003")
     a = g1["attributes"]
-    assert g1["parent_span_id"] == root["span_id"]
     assert a["langfuse.observation.type"] == "generation"
     assert a["langfuse.observation.input"] == "2+2?" and a["langfuse.observation.output"] == "4"
     assert json.loads(a["langfuse.observation.usage_details"]) == {"input": 30, "output": 2}
     assert a["langfuse.observation.model.name"] == "smollm2"
     assert json.loads(a["langfuse.observation.metadata.success"]) is True
     assert json.loads(a["langfuse.observation.metadata.prompt_id"]) == "pr_abc"
-    assert a["langfuse.experiment.item.id"] == "i1"
+    assert a["langfuse.experiment.item.id"] == "i1" and json.loads(a["langfuse.experiment.item.expected_output"]) == "4"
     assert (g1["end_ns"] - g1["start_ns"]) == 120_000_000
     g2 = spans[out["observation_ids"]["i2"]]["attributes"]
     assert g2["langfuse.observation.level"] == "ERROR" and g2["langfuse.observation.status_message"] == "empty answer"
 
-    # scores: success/tokens/latency per item, success_rate on the trace
+    # scores: success/tokens/latency per item, on the task observation of the item's trace
     by = {(s["name"], s.get("observationId")): s for s in server.posted_scores}
     oid1, oid2 = out["observation_ids"]["i1"], out["observation_ids"]["i2"]
     assert by[("success", oid1)]["value"] == 1.0 and by[("success", oid1)]["dataType"] == "BOOLEAN"
     assert by[("success", oid2)]["value"] == 0.0 and by[("tokens", oid2)]["value"] == 31.0
-    assert by[("latency_ms", oid1)]["value"] == 120.0 and by[("success", oid1)]["traceId"] == out["trace_id"]
-    assert by[("success_rate", None)]["value"] == 0.5 and by[("success_rate", None)]["traceId"] == out["trace_id"]
-    assert len(server.posted_scores) == 7
+    assert by[("latency_ms", oid1)]["value"] == 120.0 and by[("success", oid1)]["traceId"] == out["trace_ids"]["i1"]
+    assert by[("success", oid2)]["traceId"] == out["trace_ids"]["i2"]
+    assert len(server.posted_scores) == 6
 
     # round trip: the contract server ingested the spans as observations; read them back
     valid, bad = res.fetch_trace_rows(AGENT)
     assert bad == []
-    rows = {r["item_id"]: r for r in valid.to_dict("records")}
+    rows = {r["item_id"]: r for r in valid.to_dict("records") if r["id"] in (oid1, oid2)}
     assert rows["i1"]["success"] is True and rows["i2"]["success"] is False
     assert rows["i2"]["error"] == "empty answer" and rows["i2"]["checker_message"] == "expected 'Paris'"
     assert rows["i1"]["latency_ms"] == pytest.approx(120.0) and rows["i1"]["prompt_tokens"] == 30
@@ -234,8 +238,8 @@ def test_span_attributes_with_in_memory_exporter(server, keys):
     )
     spans = exporter.get_finished_spans()
     assert len(spans) == 2
-    gen = next(s for s in spans if s.name == "genepool.item")
-    root = next(s for s in spans if s.name.startswith("genepool experiment"))
+    gen = next(s for s in spans if s.name == "experiment-item-task")
+    root = next(s for s in spans if s.name == "experiment-item-run")
     assert format(gen.context.span_id, "016x") == out["observation_ids"]["q1"]
     assert gen.parent.span_id == root.context.span_id
     a = gen.attributes
@@ -244,7 +248,8 @@ def test_span_attributes_with_in_memory_exporter(server, keys):
     assert json.loads(a["langfuse.observation.metadata.tool_calls"]) == [{"name": "lookup"}]
     assert json.loads(a["langfuse.observation.metadata.agent_type"]) == AGENT
     assert a["langfuse.experiment.item.id"] == "q1" and gen.end_time - gen.start_time == 40_000_000
-    assert json.loads(root.attributes["langfuse.observation.output"])["success_rate"] == 1.0
+    assert root.attributes["langfuse.observation.output"] == "hello"
+    assert root.attributes["langfuse.environment"] == "sdk-experiment"
     assert not server.spans  # the custom exporter replaced OTLP export
 
 
