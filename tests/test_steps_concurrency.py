@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +121,57 @@ def test_generation_at_concurrency_4_writes_the_rows_of_concurrency_1_and_a_reru
     probe("held: a generation at llm_concurrency 4 overlapped calls (peak in flight 2..4) and wrote exactly the rows"
           " of llm_concurrency 1; its re-run sent 0 requests", rows_lost=0, rows_duplicated=0,
           new_llm_calls_on_resume=rerun_requests, peak_in_flight=peak, requests=requests)
+
+
+CHILD = """
+import sys
+from genepool.db import Database
+from genepool.steps import run_generation
+from tests.test_steps_concurrency import generation
+db = Database(sys.argv[1])
+run_generation(generation(db, int(sys.argv[2]), 4))
+"""
+
+
+@pytest.mark.probe
+def test_sigkill_mid_batch_loses_no_answer_and_the_resume_asks_only_the_rest(db, db_url, fresh_database_url, probe):
+    """A generation at llm_concurrency 4 is SIGKILLed while a batch is in flight: every answered call is in the
+    cache and the ledger; the resume at llm_concurrency 4 asks only what was never answered and ends with the
+    rows of an uninterrupted run."""
+    port = free_port()
+    clean_db = fresh(fresh_database_url, "kill_clean")
+    with StubLLMServer(port=port, latency_s=LATENCY_S) as stub:
+        run_generation(generation(clean_db, port, 4))
+        total = stub.chat_requests
+    root = Path(__file__).resolve().parents[1]
+    with StubLLMServer(port=port, latency_s=0.3) as stub:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, db_url, str(port)], cwd=root, text=True,
+                                env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while stub.chat_requests < 24 or stub.in_flight < 2:  # into the experiments, a batch in flight
+            assert proc.poll() is None, f"the child ended early: {proc.communicate()}"
+            assert time.monotonic() < deadline, "the child never got to a concurrent batch"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        asked = stub.chat_requests
+    assert proc.returncode == -signal.SIGKILL
+    cached = db.fetchone("SELECT count(*) AS n FROM genepool.llm_cache")["n"]
+    ledger = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE NOT cached")["n"]
+    # every answer that arrived is cached (the ledger row follows the cache row: a kill between the two may leave
+    # a running call's ledger row out); the requests still in flight were never answered
+    assert ledger <= cached < asked and cached - ledger <= 4
+
+    with StubLLMServer(port=port, latency_s=LATENCY_S) as stub:
+        run_generation(generation(db, port, 4))
+        resumed = stub.chat_requests
+    assert resumed == total - cached  # nothing answered was asked again, nothing unanswered was skipped
+    assert snapshot(db, frozenset({"attempts", "cached"})) == snapshot(clean_db, frozenset({"attempts", "cached"}))
+    assert store.generation_spend(db, "support-desk/g0001").llm_calls == ledger + resumed  # both runs' calls count
+    probe("held: SIGKILL with a concurrent batch in flight: answered calls were in the cache and ledger, the"
+          " resume asked only the rest, rows equal an uninterrupted run", rows_lost=0, rows_duplicated=0,
+          new_llm_calls_on_resume=resumed, answered_before_kill=cached, asked_before_kill=asked)
 
 
 def test_tight_usd_cap_stops_at_the_same_call_at_every_concurrency(db, fresh_database_url):
