@@ -210,6 +210,14 @@ def summarise(result: dict) -> dict:
         if 1 in w and 2 in w:
             speedups[f"llm_concurrency_{c}"] = round(w[1] / w[2], 2)
     result["workers_speedup"] = speedups
+    for key, sp in speedups.items():
+        c = int(key.rsplit("_", 1)[1])
+        rows = {r["workers"]: r for r in workers if r.get("llm_concurrency", 0) == c}
+        if sp < 1.8:
+            one, two = rows[1]["run_s"], rows[2]["run_s"]
+            findings.append(f"at llm_concurrency {c} two workers gave {sp}x: a run took "
+                            f"{min(one):.0f}-{max(one):.0f} s alone and {min(two):.0f}-{max(two):.0f} s beside another,"
+                            " i.e. the runs were CPU-bound (2 shared cores), not waiting on the model")
     best = max(speedups.values(), default=None)
     result["targets"] = {
         "concurrency_efficiency_ge_0.8": all(r["efficiency"] >= 0.8 for r in conc) if conc else None,
