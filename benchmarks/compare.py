@@ -325,6 +325,18 @@ def write_markdown(path: Path, meta: dict[str, Any], results: list[ArmResult]) -
             ps = ", ".join("-" if p is None else f"{p:.3g}" for p in g["paired_p_vs_hand_fewshot"])
             lines.append(f"| {g['arm']} | {g['budget']} | {len(g['seeds'])} | {g['n_test']} "
                          f"| {_pct(g['mean_success'])} | {_pct(g['min_success'])}–{_pct(g['max_success'])} | {ps} |")
+    fronts = [r for r in results if r.status == "ok" and (r.extra or {}).get("front")]
+    if fronts:
+        lines += ["", "## genepool front members on test (best by validation marked)", "",
+                  "| budget | seed | validation success | test success | tokens/item | examples | stop | best |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in fronts:
+            for f in r.extra["front"]:
+                g = f.get("genome") or {}
+                lines.append(f"| {r.budget} | {r.seed} | {_pct(f.get('validation_success'))} "
+                             f"| {_pct(f.get('test_success'))} | {f.get('test_avg_tokens')} "
+                             f"| {len(g.get('examples', []))} | {g.get('params', {}).get('stop')} "
+                             f"| {'yes' if f.get('is_best') else ''} |")
     tasks = sorted({task for r in results if r.test for task in r.test["per_task"]})
     if tasks:
         lines += ["", "## Test success per task", "", "| arm | budget | " + " | ".join(tasks) + " |",
