@@ -112,3 +112,19 @@ def test_fit_generation_shrinks_children_before_starving_validation():
     # a small train split is traced whole and bounds the regression set: 12 + 12 * 2 + 8 * 2 = 52
     assert generation_cost(replace(cfg, population_size=2, validate_top=1), 0, 8, n_train=12) == 52
     assert fit_generation(cfg, 60, 0, 8, n_train=12) is not None
+
+
+def test_last_generation_absorbs_a_leftover_too_small_for_another():
+    from genepool.settings import GenerationConfig
+    from genepool.steps.loop import absorb_leftover, fit_generation, generation_cost
+
+    cfg = GenerationConfig(trace_items=40, population_size=8, n_targets=12, n_controls=8, validate_top=3,
+                           validation_items=24, max_parents=4)
+    one = fit_generation(cfg, 300, 0, 24, n_train=40)  # 40 + 20 * 8 + 24 * 4 = 296: 4 left, cannot be used
+    assert one is not None and generation_cost(one, 0, 24, 40) == 296
+    # 1000 leaves room for more generations: unchanged
+    assert absorb_leftover(cfg, 1000, 0, 24, 40) == cfg
+    # 380 leaves 84, less than the smallest next generation (40 + 20 * 2 + 24 * 2 = 128): validate more, then breed more
+    grown = absorb_leftover(cfg, 380, 0, 24, 40)
+    assert grown.validate_top > cfg.validate_top and generation_cost(grown, 0, 24, 40) <= 380
+    assert 380 - generation_cost(grown, 0, 24, 40) < 20  # what is left cannot buy one more child

@@ -111,6 +111,25 @@ def fit_generation(cfg: GenerationConfig, remaining: int, n_parents: int, n_vali
     return cfg
 
 
+def absorb_leftover(cfg: GenerationConfig, remaining: int, n_parents: int, n_validation: int,
+                    n_train: int | None = None, max_validate_top: int = 6, max_population: int = 24) -> GenerationConfig:
+    """When what this generation leaves could not pay for another validated generation, spend it here:
+    more front members validated (up to ``max_validate_top``), then more children (up to ``max_population``)."""
+    smallest_next = generation_cost(replace(cfg, population_size=2, validate_top=1), 0, n_validation, n_train)
+    if remaining - generation_cost(cfg, n_parents, n_validation, n_train) >= smallest_next:
+        return cfg
+    while True:
+        grown = None
+        if cfg.validate_top < max_validate_top:
+            grown = replace(cfg, validate_top=cfg.validate_top + 1)
+        if grown is None or generation_cost(grown, n_parents, n_validation, n_train) > remaining:
+            grown = replace(cfg, population_size=cfg.population_size + 1) if cfg.population_size < max_population \
+                else None
+        if grown is None or generation_cost(grown, n_parents, n_validation, n_train) > remaining:
+            return cfg
+        cfg = grown
+
+
 def optimize(
     agent_type: str,
     llm: LLMClient,
@@ -157,6 +176,7 @@ def optimize(
         cfg = fit_generation(base, remaining, n_parents, n_validation, n_train)
         if cfg is None:
             break
+        cfg = absorb_leftover(cfg, remaining, n_parents, n_validation, n_train)
         gen = Generation(db, llm, agent_type, gen_no, cfg, reflection_llm, items)
         out = run_generation(gen)
         used = store.generation_spend(db, gen.key).rollouts
