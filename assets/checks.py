@@ -7,11 +7,10 @@ import dagster as dg
 import pandas as pd
 import psycopg
 
+from assets.partitions import PARTITION_TAG, InvalidPartition, generations_partitions, library_key
 from genepool.core.trace_schema import TRACE_COLUMNS, TraceSchema
-from assets.partitions import generations_partitions, parse_partition_key
 from genepool.store import generation_spend
 from resources import OptimizerResource, PostgresResource
-
 
 # Partitioned asset checks are a documented Dagster 1.13 feature marked "preview"; say so once, here.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec is currently in preview")
@@ -21,11 +20,14 @@ def _partition(context: dg.AssetCheckExecutionContext) -> str:
     """The generation partition being checked. The generation checks are partitioned like their assets, so
     the UI can execute one for a chosen partition and its history shows the partition; they read the
     partition's rows from PostgreSQL."""
-    key = context.partition_key if context.has_partition_key else context.run.tags.get("dagster/partition")
+    key = context.partition_key if context.has_partition_key else context.run.tags.get(PARTITION_TAG)
     if not key:
-        raise dg.Failure("this check runs with a generation partition (e.g. 'support-desk/g0001'); none was given")
-    parse_partition_key(key)
-    return key
+        raise dg.Failure("this check runs with a generation partition (agent × generation, e.g. 'support-desk|g0001');"
+                         " none was given")
+    try:
+        return library_key(key)  # the library's key of the rows, e.g. 'support-desk/g0001'
+    except InvalidPartition as exc:
+        raise dg.Failure(str(exc)) from None
 
 
 @dg.asset_check(

@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from assets.common import GROUP, generation_for, md_table
+from assets.common import GROUP, generation_for, md_table, refuse_closed
 from assets.partitions import generations_partitions
 from genepool import store
 from genepool.core.trace_schema import store_traces
+from genepool.langfuse_io import ingest_since, lookback_from_env
 from genepool.steps import FailureClusters, TraceSet, collect_traces, find_failure_clusters
 from resources import LLMResource, OptimizerResource, PostgresResource
-from genepool.langfuse_io import ingest_since, lookback_from_env
 from resources.langfuse import LangfuseResource
 
 
@@ -27,6 +27,7 @@ def traces(
     langfuse: LangfuseResource,
 ) -> dg.Output[TraceSet]:
     gen = generation_for(context, postgres, llm, optimizer)
+    refuse_closed(context, gen)
     ingested = 0
     if langfuse.enabled:  # production traces of the agent from Langfuse, same pandera schema
         # by the observations' own start time minus a look-back window (late data is not lost; ids dedupe)

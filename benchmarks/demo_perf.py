@@ -61,7 +61,8 @@ def measure(keep: bool = False) -> dict:
         for label in ("cold", "warm"):
             last = db.fetchone("SELECT coalesce(max(id), 0) AS id FROM genepool.llm_calls")["id"]
             t0 = time.perf_counter()
-            out = run_generation_in_dagster("support-desk", 1, metrics=False)
+            # the warm run re-runs the closed generation on purpose (tag genepool/rerun=true)
+            out = run_generation_in_dagster("support-desk", 1, metrics=False, rerun=label == "warm")
             wall = time.perf_counter() - t0
             key = out["partition_key"]
             steps = _step_stats(_instance(), out["run_id"])

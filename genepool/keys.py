@@ -7,13 +7,27 @@ from __future__ import annotations
 import re
 
 _KEY = re.compile(r"^(?P<agent>[a-z][a-z0-9_-]*)/g(?P<gen>\d{4,})$")
+_LABEL = re.compile(r"^g(?P<gen>\d{4,})$")
+
+
+def generation_label(generation: int) -> str:
+    """``generation_label(3) == "g0003"``: the generation part of a key."""
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+        raise ValueError(f"generation={generation!r} must be an integer >= 0")
+    return f"g{generation:04d}"
+
+
+def parse_generation_label(label: str) -> int:
+    """``parse_generation_label("g0003") == 3``; one clear ValueError naming the expected form otherwise."""
+    m = _LABEL.match(label) if isinstance(label, str) else None
+    if not m:
+        raise ValueError(f"generation {label!r} is not of the form 'gNNNN', e.g. 'g0001'")
+    return int(m.group("gen"))
 
 
 def partition_key(agent_type: str, generation: int) -> str:
     """``partition_key("support-desk", 3) == "support-desk/g0003"``; raises ValueError on a bad agent type."""
-    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
-        raise ValueError(f"generation={generation!r} must be an integer >= 0")
-    key = f"{agent_type}/g{generation:04d}"
+    key = f"{agent_type}/{generation_label(generation)}"
     parse_partition_key(key)
     return key
 

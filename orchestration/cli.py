@@ -68,34 +68,50 @@ def _partition_to_run(instance, agent: str, generation: int | None, queued_is_ta
     the run queue starts it after that one)."""
     import dagster as dg
 
-    from assets.partitions import GENERATIONS, generations_of, next_partition_key, partition_key
+    from assets.partitions import (
+        PARTITION_TAG,
+        InvalidPartition,
+        add_partitions,
+        dagster_key,
+        partition_key,
+        started_generations,
+    )
 
     _ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                         dg.DagsterRunStatus.STARTED]
 
-    keys = instance.get_dynamic_partitions(GENERATIONS)
+    try:
+        dagster_key(agent, 1 if generation is None else generation)  # a known agent type and a generation >= 0
+    except InvalidPartition as exc:
+        raise SystemExit(str(exc)) from None
     if generation is not None:
         key = partition_key(agent, generation)
     else:
-        gens = generations_of(keys, agent)
-        key = next_partition_key(keys, agent)
+        db = _db()
+        gens = started_generations(instance, db, agent)
+        key = partition_key(agent, gens[-1] + 1 if gens else 1)
         if gens:
             latest = partition_key(agent, gens[-1])
-            mats = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey("promoted_prompts"), asset_partitions=[latest]), limit=1
+            row = db.fetchone("SELECT finished_at FROM genepool.experiments WHERE id = %s", (latest,))
+            mats = (row is not None and row["finished_at"] is not None) or instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("promoted_prompts"),
+                                      asset_partitions=[str(dagster_key(agent, gens[-1]))]), limit=1
             ).records
             active = queued_is_taken and instance.get_runs(
-                filters=dg.RunsFilter(tags={"dagster/partition": latest}, statuses=_ACTIVE_STATUSES), limit=1)
+                filters=dg.RunsFilter(tags={PARTITION_TAG: str(dagster_key(agent, gens[-1]))},
+                                      statuses=_ACTIVE_STATUSES), limit=1)
             if not mats and not active:
                 key = latest  # the latest generation did not finish: resume it (served from the cache)
-    if key not in keys:
-        instance.add_dynamic_partitions(GENERATIONS, [key])
+    add_partitions(instance, [key])  # the agent and the generation number of the grid, when new
     return key
 
 
-def run_generation_in_dagster(agent: str, generation: int | None = None, metrics: bool = True) -> dict:
+def run_generation_in_dagster(agent: str, generation: int | None = None, metrics: bool = True,
+                              rerun: bool = False) -> dict:
     """Run the code location's ``generation_job`` for one partition in this process (recorded in the
-    PostgreSQL-backed instance under the job's name, like a run from the UI or the sensor)."""
+    PostgreSQL-backed instance under the job's name, like a run from the UI or the sensor). ``rerun`` tags
+    the run ``genepool/rerun=true``: needed to re-run a closed generation (its promotion ran, or a later one
+    exists); an unfinished one resumes without it."""
     from genepool.dbt_project import prepare_manifest
 
     prepare_manifest()  # the code location never parses dbt on import
@@ -120,6 +136,10 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
     if not res.success:
         raise SystemExit("materialising prompt_registry/benchmark failed; see `dagster dev` for the run")
     key = _partition_to_run(instance, agent, generation)
+    from assets.partitions import RERUN_TAG, dagster_key_of
+
+    if rerun:
+        tags[RERUN_TAG] = "true"
     print(f"running generation {key} (traces -> failure_clusters -> mutated_population -> experiment_results"
           " -> pareto_front -> promoted_prompts) ...", flush=True)
     t0 = time.perf_counter()
@@ -131,7 +151,8 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
     run_id = make_new_run_id()
     with RunProgress(instance, run_id, len(job.nodes), _db(), key):  # a line whenever a step or the LLM moves
         res = job.execute_in_process(
-            instance=instance, partition_key=key, run_config=quiet, tags=tags, raise_on_error=False, run_id=run_id,
+            instance=instance, partition_key=dagster_key_of(key), run_config=quiet, tags=tags, raise_on_error=False,
+            run_id=run_id,
         )
     timings["generation"] = time.perf_counter() - t0
     if not res.success:
@@ -161,7 +182,8 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
     return out
 
 
-def submit_generation(agent: str, generation: int | None = None, wait: bool = False, timeout_s: float = 86400) -> dict:
+def submit_generation(agent: str, generation: int | None = None, wait: bool = False, timeout_s: float = 86400,
+                      rerun: bool = False) -> dict:
     """Submit one generation partition to the instance's run queue (``dagster job launch``) instead of
     materialising it here: the daemon dequeues it (one generation per agent type at a time) and the run launcher
     starts it, e.g. on a Celery worker. The registry assets are materialised here first (a few queries)."""
@@ -185,7 +207,7 @@ def submit_generation(agent: str, generation: int | None = None, wait: bool = Fa
     run_id = str(uuid.uuid4())
     workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
     cmd = [str(Path(sys.executable).with_name("dagster")), "job", "launch", "-w", str(workspace),
-           "-j", "generation_job", "--run-id", run_id, "--tags", json.dumps(run_tags(key, "cli"))]
+           "-j", "generation_job", "--run-id", run_id, "--tags", json.dumps(run_tags(key, "cli", rerun=rerun))]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workspace.parent, env=os.environ.copy())
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
@@ -298,7 +320,8 @@ def cmd_demo(args) -> None:
     db = _db(start=True)
     print(f"PostgreSQL ready ({'external' if os.environ.get('GENEPOOL_DATABASE_URL') else 'embedded'}); "
           f"Dagster home {dagster_home()}")
-    out = run_generation_in_dagster(args.agent, args.generation, metrics=not args.no_metrics)
+    out = run_generation_in_dagster(args.agent, args.generation, metrics=not args.no_metrics,
+                                    rerun=getattr(args, "rerun", False))
     print_summary(out, db, time.perf_counter() - t0)
 
 
@@ -307,7 +330,7 @@ def cmd_run(args) -> None:
 
     get_agent(args.agent)  # a broken or unknown agent: one line naming the file, line and field, before any work
     if getattr(args, "submit", False):
-        submit_generation(args.agent, args.generation, wait=args.wait)
+        submit_generation(args.agent, args.generation, wait=args.wait, rerun=args.rerun)
         return
     cmd_demo(args)
 
@@ -438,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--agent", default=DEFAULT_AGENT)
         s.add_argument("--generation", type=int)
         s.add_argument("--no-metrics", action="store_true", help="skip the dbt metrics refresh")
+        s.add_argument("--rerun", action="store_true",
+                       help="re-run a closed generation on purpose (its promotion ran or a later one exists)")
         s.add_argument("--verbose", action="store_true",
                        help="show Dagster's step logs, dbt output and library warnings on the console")
         if name == "run":

@@ -19,7 +19,8 @@ generation_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups(GROUP) - dbt_source_checks,
     partitions_def=generations_partitions,
     executor_def=dg.in_process_executor,
-    description="One optimisation generation of one agent type (partition '<agent>/gNNNN').",
+    description="One optimisation generation of one agent type (partition agent × generation, "
+    "e.g. 'support-desk|g0001').",
 )
 
 metrics_job = dg.define_asset_job(

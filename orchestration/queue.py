@@ -30,12 +30,17 @@ class LauncherConfigError(ValueError):
     """The environment names a run launcher it does not fully configure (one line, with the fix)."""
 
 
-def run_tags(partition_key: str, trigger: str) -> dict[str, str]:
-    """Tags of a generation run: its partition, its agent type (the queue's concurrency key), its trigger."""
-    from assets.partitions import parse_partition_key
+def run_tags(partition_key: str, trigger: str, rerun: bool = False) -> dict[str, str]:
+    """Tags of a generation run: its agent × generation partition (Dagster's tags of that cell, from the
+    library's key ``<agent>/gNNNN``), its agent type (the queue's concurrency key), its trigger; with ``rerun``
+    the tag that lets it re-run a closed generation."""
+    from assets.partitions import RERUN_TAG, parse_partition_key, run_partition_tags
 
     agent, _ = parse_partition_key(partition_key)
-    return {"dagster/partition": partition_key, AGENT_TAG: agent, "genepool/trigger": trigger}
+    tags = {**run_partition_tags(partition_key), AGENT_TAG: agent, "genepool/trigger": trigger}
+    if rerun:
+        tags[RERUN_TAG] = "true"
+    return tags
 
 
 def launcher_kind(env: dict[str, str] | None = None) -> str:

@@ -2,8 +2,9 @@
 refresh the dbt metrics when new traces arrive, and record failed runs for re-running.
 
 - ``metric_threshold_sensor`` reads ``genepool_metrics.agent_health`` (the dbt model) and, per agent
-  whose success rate is below ``min_success`` or average cost above ``max_cost``, adds the next
-  ``generations`` partition (``<agent>/gNNNN``) and requests a run of ``generation_job`` for it.
+  whose success rate is below ``min_success`` or average cost above ``max_cost``, adds the agent and the
+  next generation number to the agent × generation partitions (assets/partitions.py) and requests a run of
+  ``generation_job`` for that cell (``<agent>|gNNNN``; the library's key ``<agent>/gNNNN`` in messages).
   Its cursor remembers, per agent, the observation it acted on, so one observation fires once.
 - ``trace_ingest_sensor`` requests a materialisation of the dbt metrics assets when an agent has
   traces the cursor has not seen.
@@ -26,12 +27,15 @@ import dagster as dg
 import psycopg
 
 from assets.partitions import (
-    GENERATIONS,
-    generations_of,
-    generations_partitions,
-    next_partition_key,
+    PARTITION_TAG,
+    InvalidPartition,
+    add_requests,
+    dagster_key_of,
+    library_key_of_tags,
+    next_generation_key,
     parse_partition_key,
     partition_key,
+    started_generations,
 )
 from genepool.db import Database
 from orchestration.sweep import sweep_dead_runs
@@ -148,7 +152,8 @@ def _agent_runs(instance: dg.DagsterInstance, job_name: str, agent: str, latest_
     found: dict[str, dg.DagsterRun] = {}
     filters = [dg.RunsFilter(job_name=job_name, tags={AGENT_TAG: agent}, created_after=since)]
     if latest_key:
-        filters.append(dg.RunsFilter(job_name=job_name, tags={"dagster/partition": latest_key}, created_after=since))
+        filters.append(dg.RunsFilter(job_name=job_name, tags={PARTITION_TAG: str(dagster_key_of(latest_key))},
+                                     created_after=since))
     for f in filters:
         for r in instance.get_run_records(filters=f, limit=limit):
             found[r.dagster_run.run_id] = r
@@ -184,7 +189,6 @@ def evaluate_metric_thresholds(
         return dg.SkipReason(f"{AGENT_HEALTH} is empty: no agent has prompts or traces yet")
 
     cursor: dict[str, dict] = json.loads(context.cursor) if context.cursor else {}
-    existing = list(context.instance.get_dynamic_partitions(GENERATIONS))
     new_keys: list[str] = []
     run_requests: list[dg.RunRequest] = []
     reasons: list[str] = []
@@ -217,7 +221,12 @@ def evaluate_metric_thresholds(
         why = " and ".join(breaches)
         oid = row["observation_id"]
         acted = cursor.get(agent, {})
-        gens = generations_of(existing + new_keys, agent)
+        try:
+            dagster_key_of(partition_key(agent, 1))  # a known agent type (the grid's agent dimension)
+        except (InvalidPartition, ValueError) as exc:
+            reasons.append(f"{agent}: {why}, but {exc}")
+            continue
+        gens = started_generations(context.instance, db, agent)
         latest = partition_key(agent, gens[-1]) if gens else None
         records = _agent_runs(context.instance, job_name, agent, latest)
         history = [r.dagster_run for r in records]
@@ -225,15 +234,15 @@ def evaluate_metric_thresholds(
         busy = next((r for r in history if r.status in IN_PROGRESS), None)
         if busy is not None:
             reasons.append(
-                f"{agent}: {why}, but run {busy.run_id[:8]} for {busy.tags.get('dagster/partition')} is still"
+                f"{agent}: {why}, but run {busy.run_id[:8]} for {library_key_of_tags(busy.tags)} is still"
                 f" {_STATUS_WORDS.get(busy.status, busy.status.value.lower())}"
             )
             continue
         last = history[0] if history else None
         if last is not None and last.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-            key = last.tags.get("dagster/partition") or latest
+            key = library_key_of_tags(last.tags) or latest
             word = "failed" if last.status == dg.DagsterRunStatus.FAILURE else "was cancelled"
-            tries = [r for r in history if r.tags.get("dagster/partition") == key]
+            tries = [r for r in history if library_key_of_tags(r.tags) == key]
             retries_done = sum(1 for r in tries if r.tags.get(RETRY_TAG)) if key else th.max_retries
             if key is None or retries_done >= th.max_retries:
                 reasons.append(
@@ -244,7 +253,7 @@ def evaluate_metric_thresholds(
                 continue
             n = retries_done + 1
             run_requests.append(dg.RunRequest(
-                partition_key=key,
+                partition_key=dagster_key_of(key),
                 run_key=f"{key}@{oid}#retry{n}@{last.run_id}",
                 tags={TRIGGER_TAG: "metric_threshold", AGENT_TAG: agent, "genepool/observation_id": oid or "",
                       "genepool/reason": f"{why}; retry {n} of {th.max_retries} after run {last.run_id[:8]} {word}",
@@ -275,11 +284,13 @@ def evaluate_metric_thresholds(
                 f" (max_generations_per_day {th.max_generations_per_day})"
             )
             continue
-        key = next_partition_key(existing + new_keys, agent)
+        # after every generation started (experiments, runs) and the one this sensor last requested
+        key = next_generation_key(context.instance, db, agent,
+                                  also=new_keys + [k for k in [acted.get("partition_key")] if k])
         new_keys.append(key)
         run_requests.append(
             dg.RunRequest(
-                partition_key=key,
+                partition_key=dagster_key_of(key),
                 run_key=f"{key}@{oid}",
                 tags={
                     TRIGGER_TAG: "metric_threshold",
@@ -303,7 +314,8 @@ def evaluate_metric_thresholds(
         return dg.SkipReason("; ".join(reasons))
     return dg.SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[generations_partitions.build_add_request(new_keys)] if new_keys else None,
+        # both dimensions of the new cells: the agent (if new) and the generation number (if new)
+        dynamic_partitions_requests=add_requests(new_keys) or None,
         cursor=json.dumps(cursor, sort_keys=True),
     )
 
@@ -417,7 +429,7 @@ trace_ingest_sensor = build_trace_ingest_sensor()
 def record_run_failure(db: Database, context: dg.RunFailureSensorContext) -> dict:
     """Insert the failed run into genepool.run_failures (idempotent on run_id); returns the row."""
     run = context.dagster_run
-    pkey = run.tags.get("dagster/partition")
+    pkey = library_key_of_tags(run.tags) or run.tags.get(PARTITION_TAG)  # the library's key when valid
     agent = None
     if pkey:
         try:

@@ -102,7 +102,10 @@ def sweep_dead_runs(instance: dg.DagsterInstance, db=None, *, log=None) -> list[
         if fresh is None or fresh.status not in SWEEP_STATUSES:
             continue  # it ended meanwhile
         instance.report_run_failed(fresh, message=reason)
-        item = SweptRun(run.run_id, run.job_name, run.tags.get("dagster/partition"), pid, reason)
+        from assets.partitions import library_key_of_tags  # the library's key of an agent × generation run
+
+        item = SweptRun(run.run_id, run.job_name, library_key_of_tags(run.tags) or run.tags.get("dagster/partition"),
+                        pid, reason)
         swept.append(item)
         if db is not None:
             record_swept(db, item)

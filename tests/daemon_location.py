@@ -1,7 +1,7 @@
 """A small code location for tests that run a real dagster-daemon (tests/test_ui_daemon.py).
 
 It has the real threshold sensor (on, 2 s interval, thresholds from GENEPOOL_THRESHOLDS) and a one-step
-test double named ``generation_job`` on the real ``generations`` partitions: the sensor, the partitions
+test double named ``generation_job`` on the real agent × generation partitions: the sensor, the partitions
 and the launched run are real; the generation's LLM work is replaced by one step that records its key.
 """
 
@@ -16,7 +16,7 @@ from resources import PostgresResource
 
 @dg.asset(partitions_def=generations_partitions, name="generation_stand_in")
 def generation_stand_in(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"partition": context.partition_key})
+    return dg.MaterializeResult(metadata={"partition": str(context.partition_key)})
 
 
 defs = dg.Definitions(

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.partitions import GENERATIONS
+from assets.partitions import AGENTS, GENERATION_NUMBERS
 from genepool.agents import get_agent
 from genepool.core.genome import Example
 from genepool.registry import PromptRegistry
@@ -36,11 +36,16 @@ def test_code_location_has_every_expected_asset(graph):
     assert {"prompt_registry", "benchmark", *GENERATION_ASSETS, *DBT_MODELS} <= keys
 
 
-def test_generation_assets_share_the_dynamic_generations_partitions(graph):
+def _is_agent_by_generation(pdef) -> bool:
+    return isinstance(pdef, dg.MultiPartitionsDefinition) and {
+        d.name: (type(d.partitions_def), d.partitions_def.name) for d in pdef.partitions_defs
+    } == {"agent": (dg.DynamicPartitionsDefinition, AGENTS),
+          "generation": (dg.DynamicPartitionsDefinition, GENERATION_NUMBERS)}
+
+
+def test_generation_assets_share_the_agent_by_generation_partitions(graph):
     for name in GENERATION_ASSETS:
-        pdef = graph.get(dg.AssetKey(name)).partitions_def
-        assert isinstance(pdef, dg.DynamicPartitionsDefinition), name
-        assert pdef.name == GENERATIONS
+        assert _is_agent_by_generation(graph.get(dg.AssetKey(name)).partitions_def), name
     for name in ("prompt_registry", "benchmark", *DBT_MODELS):
         assert graph.get(dg.AssetKey(name)).partitions_def is None, name
 
@@ -59,7 +64,7 @@ def test_jobs_and_sensors(graph):
     jobs = {j.name: j for j in defs.resolve_all_job_defs()}
     assert {"generation_job", "approval_job", "metrics_job"} <= set(jobs)
     gen_job = defs.resolve_job_def("generation_job")
-    assert gen_job.partitions_def is not None and gen_job.partitions_def.name == GENERATIONS
+    assert _is_agent_by_generation(gen_job.partitions_def)
     selected = {k.to_user_string() for k in gen_job.asset_layer.selected_asset_keys}
     assert selected == set(GENERATION_ASSETS)  # no dbt models pulled into a generation run
     metrics = {k.to_user_string() for k in defs.resolve_job_def("metrics_job").asset_layer.selected_asset_keys}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from assets.partitions import GENERATIONS
+from assets.partitions import add_partitions, dagster_key_of
 from genepool.db import Database
 from resources import LLMResource, OptimizerResource, PostgresResource
 from resources.langfuse import LangfuseResource
@@ -45,12 +45,12 @@ def test_one_tiny_generation_on_the_live_model(fresh_database_url, db_url):
     url = fresh_database_url("dagster").replace("postgresql://", "postgresql+psycopg2://")
     with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}}) as instance:
         assert dg.materialize(d.registry_assets, instance=instance, resources=resources).success
-        instance.add_dynamic_partitions(GENERATIONS, [key])
+        add_partitions(instance, [key])
         res = dg.materialize(
             [*d.generation_assets, *d.checks.GENERATION_CHECKS],
             instance=instance,
             resources=resources,
-            partition_key=key,
+            partition_key=dagster_key_of(key),
         )
     assert res.success
     db = Database(db_url)

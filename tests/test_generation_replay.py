@@ -18,7 +18,7 @@ from typing import ClassVar
 import dagster as dg
 import pytest
 
-from assets.partitions import GENERATIONS
+from assets.partitions import RERUN_TAG, add_partitions, dagster_key_of
 from genepool.db import Database
 from genepool.llm import LlamaCppProvider, LLMClient, Provider
 from genepool.replay import RecordingProvider, ReplayProvider
@@ -102,17 +102,22 @@ def _resources(db_url: str, provider_id: str) -> dict:
     }
 
 
-def materialize(instance, db_url: str, key: str, provider_id: str) -> dg.ExecuteInProcessResult:
+def materialize(
+    instance, db_url: str, key: str, provider_id: str, *, rerun: bool = False, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    """Materialise the library's generation ``key`` (e.g. ``support-desk/g0001``) as its grid cell."""
     from orchestration import definitions as d
 
     resources = _resources(db_url, provider_id)
     assert dg.materialize(d.registry_assets, instance=instance, resources=resources).success
-    instance.add_dynamic_partitions(GENERATIONS, [key])
+    add_partitions(instance, [key])
     return dg.materialize(
         [*d.generation_assets, *d.checks.GENERATION_CHECKS],
         instance=instance,
         resources=resources,
-        partition_key=key,
+        partition_key=dagster_key_of(key),
+        tags={RERUN_TAG: "true"} if rerun else None,
+        raise_on_error=raise_on_error,
     )
 
 
@@ -160,8 +165,19 @@ def test_one_generation_replayed_then_warm_rerun_is_identical_and_free(instance,
     calls_before = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE NOT cached")["n"]
     pop1, front1 = res.output_for_node("mutated_population"), res.output_for_node("pareto_front")
 
-    # warm re-run of the same partition: identical population and front, no new model call
-    res2 = materialize(instance, db_url, key, name)
+    # the generation is closed (its promotion ran): a re-run without the tag (e.g. a backfill) is refused at once
+    refused = materialize(instance, db_url, key, name, raise_on_error=False)
+    assert not refused.success
+    [failure] = [e for e in refused.all_events if e.is_step_failure]
+    assert failure.step_key == "traces"
+    assert (
+        f"generation {key} is closed: its promotion already ran" in failure.event_specific_data.error.message
+        and f"{RERUN_TAG}=true" in failure.event_specific_data.error.message
+    )
+    assert db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE NOT cached")["n"] == calls_before
+
+    # warm re-run of the same partition on purpose: identical population and front, no new model call
+    res2 = materialize(instance, db_url, key, name, rerun=True)
     assert res2.success
     pop2, front2 = res2.output_for_node("mutated_population"), res2.output_for_node("pareto_front")
     assert _canon(pop1) == _canon(pop2)

@@ -11,7 +11,14 @@ import psycopg
 import pytest
 
 from assets.metrics import metrics_dbt_assets
-from assets.partitions import GENERATIONS, generations_partitions
+from assets.partitions import (
+    AGENTS,
+    GENERATION_NUMBERS,
+    add_partitions,
+    dagster_key_of,
+    generations_partitions,
+    run_partition_tags,
+)
 from genepool import db as postgres
 from genepool.core.genome import Genome
 from genepool.db import Database, migrate
@@ -27,7 +34,7 @@ from orchestration.sensors import (
 from resources import PostgresResource
 from resources.dbt import dbt_resource
 
-SD, PL = "support-desk", "planner"
+SD, PL = "support-desk", "critic"  # two known agent types (the grid's agent keys)
 
 
 def _new_database(server_url: str, prefix: str) -> str:
@@ -93,7 +100,7 @@ def _tick(sensor, instance, db, cursor=None):
 
 
 def _apply(instance, result: dg.SensorResult) -> None:
-    """What the daemon does with a tick's result: add the requested partitions."""
+    """What the daemon does with a tick's result: add the requested partitions (both dimensions)."""
     for req in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
 
@@ -103,14 +110,19 @@ SD_LOW = {SD: {"min_success": 0.8, "max_cost": 0.01}, PL: {"min_success": 0.8, "
 
 def test_fires_below_threshold_with_the_next_partition_key(seeded, instance):
     db, _ = seeded
-    instance.add_dynamic_partitions(GENERATIONS, [f"{SD}/g0001", f"{SD}/g0002", f"{PL}/g0007"])
-    result = _tick(build_metric_threshold_sensor(SD_LOW), instance, db)
+    # generations started by hand: g0001 and g0002 of support-desk, g0007 of the critic
+    for agent, key in ((SD, f"{SD}/g0001"), (SD, f"{SD}/g0002"), (PL, f"{PL}/g0007")):
+        _gen_run(instance, agent, key, dg.DagsterRunStatus.SUCCESS, trigger="cli")
+    add_partitions(instance, [f"{SD}/g0001", f"{SD}/g0002", f"{PL}/g0007"])
+    result = _tick(build_metric_threshold_sensor({**SD_LOW, SD: {**SD_LOW[SD], "cooldown_minutes": 0}}), instance, db)
     assert isinstance(result, dg.SensorResult)
     [req] = result.run_requests
-    assert req.partition_key == f"{SD}/g0003"
+    assert (str(req.partition_key), req.partition_key.keys_by_dimension) == (
+        f"{SD}|g0003", {"agent": SD, "generation": "g0003"})
     assert req.tags["genepool/reason"] == "success 0.75 < 0.80"
-    [add] = result.dynamic_partitions_requests
-    assert add.partitions_def_name == GENERATIONS and list(add.partition_keys) == [f"{SD}/g0003"]
+    # both dimensions of the new cell: the agent and the generation number
+    assert [(a.partitions_def_name, list(a.partition_keys)) for a in result.dynamic_partitions_requests] == [
+        (AGENTS, [SD]), (GENERATION_NUMBERS, ["g0003"])]
     cursor = json.loads(result.cursor)
     assert cursor[SD]["partition_key"] == f"{SD}/g0003" and PL not in cursor
 
@@ -120,7 +132,7 @@ def test_does_not_fire_twice_for_the_same_observation(seeded, instance):
     sensor = build_metric_threshold_sensor(SD_LOW)
     first = _tick(sensor, instance, db)
     _apply(instance, first)
-    assert [r.partition_key for r in first.run_requests] == [f"{SD}/g0001"]
+    assert [r.partition_key for r in first.run_requests] == [f"{SD}|g0001"]
     again = _tick(sensor, instance, db, cursor=first.cursor)
     assert isinstance(again, dg.SkipReason)
     assert f"{SD}: success 0.75 < 0.80, but this observation already started {SD}/g0001" in again.skip_message
@@ -137,7 +149,7 @@ def test_skip_reason_when_healthy(seeded, instance):
     assert result.skip_message == (
         f"{PL}: success 1.00 >= 0.70 and cost 0.004 <= 0.010; {SD}: success 0.75 >= 0.70 and cost 0.002 <= 0.010"
     )
-    assert instance.get_dynamic_partitions(GENERATIONS) == []
+    assert instance.get_dynamic_partitions(AGENTS) == instance.get_dynamic_partitions(GENERATION_NUMBERS) == []
 
 
 def test_per_agent_thresholds(seeded, instance):
@@ -147,7 +159,7 @@ def test_per_agent_thresholds(seeded, instance):
         build_metric_threshold_sensor({"*": {"min_success": 0.7}, PL: {"max_cost": 0.003}}), instance, db
     )
     [req] = result.run_requests
-    assert req.partition_key == f"{PL}/g0001"
+    assert req.partition_key == f"{PL}|g0001"
     assert req.tags["genepool/reason"] == "cost 0.004 > 0.003"
     # too few traces for a strict min_runs: no action
     quiet = _tick(build_metric_threshold_sensor({SD: {"min_success": 0.9, "min_runs": 50}}), instance, db)
@@ -160,7 +172,7 @@ def test_thresholds_from_the_environment(seeded, instance, monkeypatch):
     db, _ = seeded
     monkeypatch.setenv("GENEPOOL_THRESHOLDS", json.dumps({SD: {"min_success": 0.8, "max_cost": 0.01}}))
     result = _tick(metric_threshold_sensor, instance, db)
-    assert [r.partition_key for r in result.run_requests] == [f"{SD}/g0001"]
+    assert [r.partition_key for r in result.run_requests] == [f"{SD}|g0001"]
     monkeypatch.setenv("GENEPOOL_THRESHOLDS", '{"support-desk": {"min_succes": 0.8}}')
     with pytest.raises(ThresholdError, match=r"unknown field\(s\) \['min_succes'\]"):
         _tick(metric_threshold_sensor, instance, db)
@@ -168,10 +180,10 @@ def test_thresholds_from_the_environment(seeded, instance, monkeypatch):
 
 def test_waits_while_the_latest_generation_is_still_running(seeded, instance):
     db, _ = seeded
-    instance.add_dynamic_partitions(GENERATIONS, [f"{SD}/g0001"])
-    run = instance.add_run(
+    add_partitions(instance, [f"{SD}/g0001"])
+    run = instance.add_run(  # launched from the UI: partition tags only, no agent tag
         dg.DagsterRun(job_name="generation_job", status=dg.DagsterRunStatus.STARTED,
-                      tags={"dagster/partition": f"{SD}/g0001"})
+                      tags=run_partition_tags(f"{SD}/g0001"))
     )
     sensor = build_metric_threshold_sensor(SD_LOW)
     waiting = _tick(sensor, instance, db)
@@ -181,7 +193,7 @@ def test_waits_while_the_latest_generation_is_still_running(seeded, instance):
     # a cancelled generation is re-run (the same partition, resumed from the LLM cache), named in the reason
     fired = _tick(sensor, instance, db)
     [req] = fired.run_requests
-    assert req.partition_key == f"{SD}/g0001"
+    assert req.partition_key == f"{SD}|g0001"
     assert req.tags["genepool/reason"] == f"success 0.75 < 0.80; retry 1 of 2 after run {run.run_id[:8]} was cancelled"
     assert req.tags["genepool/retry"] == "1"
 
@@ -194,7 +206,7 @@ def test_new_observation_fires_again(pg_server_url, instance):
     _add_traces(db, SD, ids[SD], [False, False], cost=0.002, start=100)  # new traces, still failing
     _refresh_health(db)
     second = _tick(sensor, instance, db, cursor=first.cursor)
-    assert [r.partition_key for r in second.run_requests] == [f"{SD}/g0002"]
+    assert [r.partition_key for r in second.run_requests] == [f"{SD}|g0002"]
     assert second.run_requests[0].run_key != first.run_requests[0].run_key
     assert second.run_requests[0].tags["genepool/reason"] == f"success {15 / 22:.2f} < 0.80"
 
@@ -263,9 +275,9 @@ def test_trace_ingest_sensor_requests_metrics_on_new_traces(pg_server_url, insta
 
 def test_run_failure_recorder_stores_the_failed_run(db, instance):
     key = f"{SD}/g0004"
-    instance.add_dynamic_partitions(GENERATIONS, [key])
+    add_partitions(instance, [key])
     job = dg.Definitions(assets=[fails_for_test], jobs=[generation_job_for_test]).resolve_job_def("generation_job")
-    result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+    result = job.execute_in_process(instance=instance, partition_key=dagster_key_of(key), raise_on_error=False)
     assert not result.success
     run = instance.get_run_by_id(result.run_id)
     [record] = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
@@ -284,7 +296,7 @@ def test_run_failure_recorder_stores_the_failed_run(db, instance):
     assert (row["run_id"], row["job_name"], row["partition_key"], row["agent_type"]) == (
         result.run_id, "generation_job", key, SD,
     )
-    assert f"RuntimeError: benchmark runner crashed on {key}" in row["error"]
+    assert f"RuntimeError: benchmark runner crashed on {SD}|g0004" in row["error"]
     assert row["failed_steps"] == ["fails_for_test"]
     end = instance.get_run_record_by_id(result.run_id).end_time
     assert abs(row["failed_at"].timestamp() - end) < 1e-3
@@ -292,7 +304,7 @@ def test_run_failure_recorder_stores_the_failed_run(db, instance):
 
 # --- safety: opt-in, production traces only, cooldown, daily cap, bounded retries ------------------
 def _gen_run(instance, agent: str, key: str, status, *, retry: int = 0, trigger: str = "metric_threshold"):
-    tags = {"dagster/partition": key, "genepool/agent_type": agent, "genepool/trigger": trigger}
+    tags = {**run_partition_tags(key), "genepool/agent_type": agent, "genepool/trigger": trigger}
     if retry:
         tags["genepool/retry"] = str(retry)
     return instance.add_run(dg.DagsterRun(job_name="generation_job", status=status, tags=tags))
@@ -348,7 +360,7 @@ def test_the_optimisers_own_traces_do_not_count_as_health(pg_server_url, instanc
 
 def test_cooldown_and_daily_cap(seeded, instance):
     db, _ = seeded
-    instance.add_dynamic_partitions(GENERATIONS, [f"{SD}/g0001", f"{SD}/g0002"])
+    add_partitions(instance, [f"{SD}/g0001", f"{SD}/g0002"])
     _gen_run(instance, SD, f"{SD}/g0001", dg.DagsterRunStatus.SUCCESS)
     cool = _tick(build_metric_threshold_sensor({SD: {"cooldown_minutes": 30}}), instance, db)
     assert isinstance(cool, dg.SkipReason)
@@ -363,17 +375,17 @@ def test_cooldown_and_daily_cap(seeded, instance):
     # runs started by a person (CLI/UI) do not use up the sensor's daily cap, but do count for the cooldown
     fires = _tick(build_metric_threshold_sensor({SD: {"cooldown_minutes": 0, "max_generations_per_day": 3}}),
                   instance, db)
-    assert [r.partition_key for r in fires.run_requests] == [f"{SD}/g0003"]
+    assert [r.partition_key for r in fires.run_requests] == [f"{SD}|g0003"]
 
 
 def test_failed_generation_is_retried_up_to_the_limit_then_named(seeded, instance):
     db, _ = seeded
     key = f"{SD}/g0001"
-    instance.add_dynamic_partitions(GENERATIONS, [key])
+    add_partitions(instance, [key])
     sensor = build_metric_threshold_sensor({SD: {"cooldown_minutes": 0, "max_retries": 1}})
     first = _gen_run(instance, SD, key, dg.DagsterRunStatus.FAILURE)
     [req] = _tick(sensor, instance, db).run_requests
-    assert (req.partition_key, req.tags["genepool/retry"]) == (key, "1")
+    assert (req.partition_key, req.tags["genepool/retry"]) == (f"{SD}|g0001", "1")
     assert req.tags["genepool/reason"].endswith(f"retry 1 of 1 after run {first.run_id[:8]} failed")
     again = _gen_run(instance, SD, key, dg.DagsterRunStatus.FAILURE, retry=1)
     out = _tick(sensor, instance, db)
@@ -388,3 +400,20 @@ def test_sensor_defaults():
     assert metric_threshold_sensor.default_status == dg.DefaultSensorStatus.STOPPED
     with pytest.raises(ThresholdError, match=r"max_generations_per_day=0 must be a whole number >= 1"):
         parse_thresholds({SD: {"max_generations_per_day": 0}})
+
+
+def test_an_agent_that_is_not_a_known_agent_type_gets_no_partition(pg_server_url, instance):
+    """agent_health lists every agent with prompts; one that is not a known agent type (no definition) is
+    named in the skip reason, and no partition of it is added (no free-text junk in the grid)."""
+    db = Database(_new_database(pg_server_url, "sens"))
+    migrate(db.url)
+    reg = PromptRegistry(db)
+    rec = reg.register("planner", Genome(role="You are the planner agent."))
+    reg.label(rec.id, "production", "seed", "initial")
+    _add_traces(db, "planner", rec.id, [False] * 20, cost=0.001)
+    _refresh_health(db)
+    out = _tick(build_metric_threshold_sensor({"planner": {"cooldown_minutes": 0}}), instance, db)
+    assert isinstance(out, dg.SkipReason)
+    assert ("planner: success 0.00 < 0.80, but partition planner|g0001: agent 'planner' is not a known agent type;"
+            " use one of ") in out.skip_message
+    assert instance.get_dynamic_partitions(AGENTS) == []

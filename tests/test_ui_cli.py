@@ -58,7 +58,7 @@ def test_cli_run_is_the_named_generation_job_with_progress(db, db_url, fresh_dat
                 if r.event_log_entry.dagster_event is None]
         assert any("support-desk/g0001: candidate 1 of" in m and "rollouts left" in m for m in logs), logs[-20:]
         assert (gen.tags["dagster/partition"], gen.tags["genepool/trigger"], gen.tags["genepool/agent_type"]) == (
-            "support-desk/g0001", "cli", "support-desk")
+            "support-desk|g0001", "cli", "support-desk")
 
         reg = PromptRegistry(db)
         prod = reg.get_prompt("support-desk")

@@ -126,10 +126,12 @@ def test_running_daemon_starts_a_generation_only_for_the_opted_in_agent(pg_serve
         runs = _wait("a run requested by the sensor's tick",
                      lambda: instance.get_runs(dg.RunsFilter(job_name="generation_job")), 300, log)
         [run] = runs
-        assert run.tags["dagster/partition"] == f"{SD}/g0001"
+        assert (run.tags["dagster/partition"], run.tags["dagster/partition/agent"],
+                run.tags["dagster/partition/generation"]) == (f"{SD}|g0001", SD, "g0001")
         assert run.tags["genepool/agent_type"] == SD
         assert run.tags["genepool/reason"] == "success 0.25 < 0.80"
-        assert f"{SD}/g0001" in instance.get_dynamic_partitions("generations")
+        assert SD in instance.get_dynamic_partitions("agents")  # both dimensions of the grid cell were added
+        assert "g0001" in instance.get_dynamic_partitions("generation_numbers")
         done = _wait("the run to finish", lambda: (r := instance.get_run_by_id(run.run_id)) and r.is_finished
                      and r, 240, log)
         assert done.status == dg.DagsterRunStatus.SUCCESS

@@ -27,10 +27,12 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
+from assets.partitions import add_partitions, run_partition_tags
 from tests.stub_llm_server import StubLLMServer
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "support-desk/g0001"
+KEY = "support-desk/g0001"  # the library's key
+CELL = "support-desk|g0001"  # Dagster's agent × generation key of it
 TINY = {"trace_items": 3, "population_size": 1, "n_targets": 1, "n_controls": 1, "validate_top": 1,
         "validation_items": 2, "test_items": 1, "max_rollouts": 12}
 GENERATION_CHECKS = {"traces_schema", "front_not_empty", "promoted_no_control_regression", "budget_not_exceeded"}
@@ -93,7 +95,7 @@ def test_ui_launch_of_a_generation_partition_and_of_one_check(db_url, fresh_data
                for k, v in (("PROVIDER", "openai_compatible"), ("BASE_URL", stub.base_url), ("MODEL", "stub"))},
         })
         instance = dg.DagsterInstance.from_config(str(home))
-        instance.add_dynamic_partitions("generations", [KEY])
+        add_partitions(instance, [KEY])  # the grid cell: agent support-desk × generation g0001
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [str(Path(sys.executable).with_name("dagster-webserver")), "-w", str(ROOT / "workspace.yaml"),
@@ -114,7 +116,7 @@ def test_ui_launch_of_a_generation_partition_and_of_one_check(db_url, fresh_data
             client = DagsterGraphQLClient("127.0.0.1", port_number=port)
 
             # 1. the job a person launches from the UI (Jobs -> generation_job -> partition -> Launch)
-            run_id = client.submit_job_execution("generation_job", tags={"dagster/partition": KEY})
+            run_id = client.submit_job_execution("generation_job", tags=run_partition_tags(KEY))
             run = _wait_run(instance, run_id, 600, log)
             assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text(errors="replace")[-3000:]
             assert run.job_name == "generation_job"
@@ -125,7 +127,7 @@ def test_ui_launch_of_a_generation_partition_and_of_one_check(db_url, fresh_data
             assert len(pids) == 1  # one process: the in-process executor
             evals = _check_evaluations(instance, run_id)
             assert {e.check_name for e in evals} == GENERATION_CHECKS
-            assert {e.partition for e in evals} == {KEY}
+            assert {e.partition for e in evals} == {CELL}
 
             # 2. one check executed for a chosen partition (the check's Execute button)
             params = {
@@ -133,7 +135,7 @@ def test_ui_launch_of_a_generation_partition_and_of_one_check(db_url, fresh_data
                              "jobName": "__ASSET_JOB", "assetSelection": [],
                              "assetCheckSelection": [{"assetKey": {"path": ["experiment_results"]},
                                                       "name": "budget_not_exceeded"}]},
-                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": KEY}]},
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in run_partition_tags(KEY).items()]},
                 "mode": "default", "runConfigData": "{}",
             }
             answer = client._execute(LAUNCH_CHECK, {"params": params})["launchRun"]
@@ -141,7 +143,7 @@ def test_ui_launch_of_a_generation_partition_and_of_one_check(db_url, fresh_data
             check_run = _wait_run(instance, answer["run"]["runId"], 300, log)
             assert check_run.status == dg.DagsterRunStatus.SUCCESS, log.read_text(errors="replace")[-3000:]
             [ev] = _check_evaluations(instance, check_run.run_id)
-            assert (ev.check_name, ev.partition, ev.passed) == ("budget_not_exceeded", KEY, True)
+            assert (ev.check_name, ev.partition, ev.passed) == ("budget_not_exceeded", CELL, True)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)

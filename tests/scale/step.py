@@ -32,7 +32,7 @@ def main() -> None:
 
     import dagster as dg
 
-    from assets.partitions import GENERATIONS
+    from assets.partitions import add_partitions, dagster_key_of
     from orchestration import definitions as d
     from resources import LLMResource, OptimizerResource, PostgresIOManager, PostgresResource
     from resources.langfuse import LangfuseResource
@@ -50,9 +50,9 @@ def main() -> None:
         "io_manager": io,
     }
     with dg.DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions(GENERATIONS, [a.partition])
+        add_partitions(instance, [a.partition])
         res = dg.materialize([*d.registry_assets, *d.generation_assets], instance=instance, resources=resources,
-                             partition_key=a.partition, selection=a.select, raise_on_error=False)
+                             partition_key=dagster_key_of(a.partition), selection=a.select, raise_on_error=False)
         errors = []
         for e in res.all_events:
             err = e.event_specific_data.error if e.is_step_failure and e.event_specific_data else None
