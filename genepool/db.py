@@ -111,8 +111,9 @@ def _with_database(url: str, database: str) -> str:
 
 
 def redact(url: str) -> str:
-    """Hide the password of a connection URL, for logs and error messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """Hide the password of a connection URL (user:password@ or a password= parameter), for logs and errors."""
+    url = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 _URL = re.compile(

@@ -43,16 +43,22 @@ def optimizer_from_env() -> OptimizerResource:
     return OptimizerResource(**overrides)
 
 
+def database_url_config() -> dg.EnvVar | None:
+    """GENEPOOL_DATABASE_URL by NAME (``dg.EnvVar``), resolved when a run starts, so its password never lands in
+    the job's resource config (Dagster UI, GraphQL, run storage); None (the embedded server) when unset."""
+    return dg.EnvVar("GENEPOOL_DATABASE_URL") if os.environ.get("GENEPOOL_DATABASE_URL") else None
+
+
 def default_resources() -> dict:
     return {
-        "postgres": PostgresResource(database_url=os.environ.get("GENEPOOL_DATABASE_URL")),
+        "postgres": PostgresResource(database_url=database_url_config()),
         "llm": llm_from_env("GENEPOOL_LLM"),
         "reflection_llm": llm_from_env("GENEPOOL_REFLECTION"),
         "optimizer": optimizer_from_env(),
         "langfuse": LangfuseResource(),  # active only when LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are set
-        "dbt": dbt_resource(os.environ.get("GENEPOOL_DATABASE_URL")),
+        "dbt": dbt_resource(database_url_config()),
         # step outputs in PostgreSQL (not on local disk): any worker can re-execute any step
-        "io_manager": PostgresIOManager(database_url=os.environ.get("GENEPOOL_DATABASE_URL")),
+        "io_manager": PostgresIOManager(database_url=database_url_config()),
     }
 
 

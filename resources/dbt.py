@@ -20,8 +20,10 @@ class GenepoolDbtCliResource(DbtCliResource):
     database_url: str | None = None
 
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        from resources.postgres import plain_url
+
+        if plain_url(self.database_url):
+            return plain_url(self.database_url)
         from genepool.db import Database
 
         return Database.from_env().url

@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from resources.postgres import PostgresResource
+from resources.postgres import PostgresResource, plain_url
 
 TABLE = "genepool.io_outputs"
 
@@ -47,7 +47,8 @@ class PostgresIOManager(dg.ConfigurableIOManager):
     database_url: str | None = None
 
     def _db(self):
-        return PostgresResource(database_url=self.database_url or os.environ.get("GENEPOOL_DATABASE_URL")).database()
+        url = plain_url(self.database_url) or os.environ.get("GENEPOOL_DATABASE_URL")
+        return PostgresResource(database_url=url).database()
 
     @staticmethod
     def _asset(context: dg.OutputContext | dg.InputContext) -> str:
