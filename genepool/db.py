@@ -331,6 +331,19 @@ def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact(url)} ({said[:200]}); {fix}")
 
 
+def lost(url: str, exc: BaseException) -> DatabaseUnavailable:
+    """One line for a connection PostgreSQL dropped mid-work (server stopped or restarted, network gone)."""
+    said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    if os.environ.get("GENEPOOL_DATABASE_URL"):
+        fix = "check that this server is running and that GENEPOOL_DATABASE_URL is right"
+    else:
+        fix = "`genepool db start` starts the embedded server"
+    return DatabaseUnavailable(
+        f"lost the connection to PostgreSQL at {redact(url)} ({said.replace(url, redact(url))[:200]}); {fix}, then "
+        "run the command again (answered LLM calls are cached, finished steps are kept)"
+    )
+
+
 def connect(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, row_factory=dict_row, connect_timeout=10)
@@ -436,23 +449,37 @@ class Database:
         return self._conn
 
     @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A connection PostgreSQL dropped becomes :class:`DatabaseUnavailable` (one line naming the server, password
+        hidden); any other error (a constraint, a lock timeout, ...) passes unchanged."""
+        try:
+            yield
+        except DatabaseUnavailable:
+            raise
+        except psycopg.OperationalError as exc:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                raise lost(self.url, exc) from None
+            raise
+
+    @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """The shared connection, inside a transaction committed on success, rolled back on error."""
-        with self._lock:
+        with self._lock, self._guard():
             conn = self._connection()
             with conn.transaction():
                 yield conn
 
     def fetchall(self, sql: str, params: tuple | dict | list | None = None) -> list[dict]:
-        with self._lock:
+        with self._lock, self._guard():
             return list(self._connection().execute(sql, params))
 
     def fetchone(self, sql: str, params: tuple | dict | list | None = None) -> dict | None:
-        with self._lock:
+        with self._lock, self._guard():
             return self._connection().execute(sql, params).fetchone()
 
     def execute(self, sql: str, params: tuple | dict | list | None = None) -> None:
-        with self._lock:
+        with self._lock, self._guard():
             self._connection().execute(sql, params)
 
     def executemany(self, sql: str, rows: list) -> None:

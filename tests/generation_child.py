@@ -17,7 +17,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from doubles import RuleFollowingFakeModel
 
-from genepool.db import Database
+from genepool.db import Database, DatabaseUnavailable
 from genepool.llm import LLMClient
 from genepool.settings import GenerationConfig
 from genepool.steps import Generation, run_generation
@@ -50,4 +50,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    try:
+        sys.exit(main(sys.argv))
+    except DatabaseUnavailable as exc:  # as `genepool run` reports it: one line (server redacted, the fix)
+        print(f"genepool: {exc}", file=sys.stderr)
+        sys.exit(2)
