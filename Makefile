@@ -72,7 +72,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 # Re-records tests/data/recordings/support_desk_g{1,2}.jsonl: real generations of support-desk with the real
-# SmolLM2 (llama.cpp) at small sizes on a fresh database (8 min measured on a busy 2-core machine);
+# SmolLM2 (llama.cpp) at small sizes on a fresh database (4.5-8 min measured on a busy 2-core machine);
 # tests/test_generation_replay.py replays them. One llama.cpp thread: the same greedy output on any core count.
 record: install
 	GENEPOOL_RECORD=1 GENEPOOL_LLM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_generation_replay.py
