@@ -391,7 +391,6 @@ def cmd_show(args) -> None:
 
 def cmd_approve(args) -> None:
     from genepool import approval
-
     from resources.langfuse import LangfuseResource
 
     lf = LangfuseResource()
@@ -451,6 +450,30 @@ def cmd_db(args) -> None:
         print(f"PostgreSQL running: {redact(resolve_urls(start=True).genepool)}")
     elif args.action == "stop":
         print("stopped" if stop_embedded() else "not running")
+
+
+def _dagster_storage_error(exc: BaseException) -> str | None:
+    """What PostgreSQL said, when Dagster's run/event storage lost its database (SQLAlchemy/psycopg2 errors,
+    raised by Dagster itself: no genepool code is on that path); None for any other error."""
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    found = None
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        name = type(exc).__name__
+        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or (
+            name == "DagsterPostgresException"
+        ):
+            found = exc  # keep the deepest: it carries PostgreSQL's own words
+        exc = exc.__cause__ or exc.__context__
+    if found is None:
+        return None
+    text = str(getattr(found, "orig", None) or found)
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(found).__name__)
+    from genepool.db import redact
+
+    return redact(first)[:200]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -524,6 +547,10 @@ def main(argv: list[str] | None = None) -> None:
                 warnings.filterwarnings("ignore", category=category)
         for name in ("dagster", "dagster.builtin", "dbt", "dagster_dbt"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # dagster_postgres logs each retry of a lost storage connection on the root logger (4 lines apiece); the
+        # command ends with one genepool: line if the database stays gone
+        logging.getLogger().addFilter(
+            lambda r: not (r.name == "root" and str(r.msg).startswith("Retrying failed database")))
     try:
         args.fn(args)
     except (LookupError, ValueError) as exc:  # registry/approval/config errors carry the fix in their message
@@ -540,6 +567,11 @@ def main(argv: list[str] | None = None) -> None:
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             print(f"genepool: lost the connection to PostgreSQL ({first[:200]}); `genepool db start` starts the "
                   "embedded server, or check GENEPOOL_DATABASE_URL, then run the command again", file=sys.stderr)
+        elif (said := _dagster_storage_error(exc)) is not None:
+            print(f"genepool: lost the connection to Dagster's PostgreSQL storage ({said}; configured in "
+                  f"{dagster_home() / 'dagster.yaml'}); `genepool db start` starts the embedded server, or check "
+                  "GENEPOOL_DATABASE_URL / GENEPOOL_DAGSTER_DATABASE_URL, then run the command again (answered LLM "
+                  "calls are cached)", file=sys.stderr)
         else:
             raise
         raise SystemExit(2) from None

@@ -20,9 +20,11 @@ import psycopg
 import pytest
 from doubles import RuleFollowingFakeModel
 from generation_child import CONFIG
-from test_kill_resume import KEY, _rows
+from psycopg.rows import dict_row
+from test_kill_resume import KEY, ROWS, _rows
 
 from genepool import db as postgres
+from genepool import store
 from genepool.db import Database, migrate
 from genepool.llm import LLMClient
 from genepool.steps import Generation, run_generation
@@ -114,4 +116,96 @@ def test_postgres_stopped_mid_generation_fails_clearly_and_the_rerun_resumes(tmp
     probe("held: PostgreSQL stopped during experiments -> one genepool: line (server redacted, the fix), exit "
           f"{proc.returncode}; restarted, the same command finished from the cache, rows equal a clean run",
           rows_lost=lost, rows_duplicated=duplicated, new_llm_calls_on_resume=len(repeated),
+          calls_before_stop=len(answered), new_calls_after_resume=sum(not r["cached"] for r in new), error=line)
+
+
+@pytest.mark.probe
+@pytest.mark.timeout(900)
+def test_postgres_stopped_during_genepool_run_ends_in_one_line(tmp_path, probe):
+    """The same fault under the real CLI: ``genepool run`` (Dagster's run and event storage on the same server,
+    the task model a STUB OpenAI-compatible server): one ``genepool:`` line and exit 2, no traceback; after a
+    restart the same command resumes the unfinished generation and repeats no answered call."""
+    import dataclasses
+    import json
+
+    from tests.stub_llm_server import StubLLMServer
+
+    if os.environ.get("GENEPOOL_TEST_DATABASE_URL"):
+        pytest.skip("starts and stops its own embedded PostgreSQL")
+    pgdata = tmp_path / "pg"
+    server = _start(pgdata)
+    try:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE gp_cli")
+            conn.execute("CREATE DATABASE dagster_cli")
+        url, dagster_url = (postgres._with_database(server, n) for n in ("gp_cli", "dagster_cli"))
+        settings = {k: v for k, v in dataclasses.asdict(CONFIG).items() if k in (
+            "seed", "trace_items", "population_size", "n_targets", "n_controls", "validate_top", "validation_items",
+            "test_items", "max_rollouts")}
+        with StubLLMServer(latency_s=0.05) as stub:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "GENEPOOL_"))}
+            env.update({
+                "DAGSTER_HOME": str(tmp_path / "dagster_home"), "PYTHONPATH": str(ROOT),
+                "GENEPOOL_DATABASE_URL": url, "GENEPOOL_DAGSTER_DATABASE_URL": dagster_url,
+                "GENEPOOL_DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": "stub-key",
+                "GENEPOOL_OPTIMIZER": json.dumps(settings),
+                **{f"{p}_{k}": v for p in ("GENEPOOL_LLM", "GENEPOOL_REFLECTION")
+                   for k, v in (("PROVIDER", "openai_compatible"), ("BASE_URL", stub.base_url), ("MODEL", "stub"))},
+            })
+            cmd = [sys.executable, "-m", "orchestration.cli", "run", "--agent", "support-desk", "--no-metrics"]
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 300
+            with psycopg.connect(url, autocommit=True) as conn:
+                while True:
+                    n = 0
+                    if conn.execute("SELECT to_regclass('genepool.llm_calls')").fetchone()[0]:
+                        n = conn.execute("SELECT count(*) FROM genepool.llm_calls WHERE purpose = 'experiment'"
+                                         ).fetchone()[0]
+                    if n >= 8:
+                        break
+                    assert proc.poll() is None, f"the run ended before the experiments: {proc.communicate()}"
+                    assert time.monotonic() < deadline, "the run never reached the experiments step"
+                    time.sleep(0.05)
+            assert postgres.stop_embedded(pgdata, timeout=60)
+            _, err = proc.communicate(timeout=300)
+            # besides the start-up warning (one URL for app and owner) and one line Dagster writes itself when it
+            # cannot store a log call, the command says one thing: genepool's line, last
+            lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("genepool: only GENEPOOL_")
+                     and not ln.startswith("Exception while writing logger call to event log")]
+            assert proc.returncode == 2, (proc.returncode, err[-3000:])
+            assert "Traceback" not in err and len(lines) == 1, f"{len(lines)} lines:\n" + err[-3000:]
+            [line] = lines
+            assert line.startswith("genepool: lost the connection") and "run the command again" in line, line
+            assert "GENEPOOL_DATABASE_URL" in line and "genepool db start" in line, line
+
+            _start(pgdata)  # the same data folder; the same command again
+            with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+                answered = {r["request_hash"] for r in conn.execute(
+                    "SELECT request_hash FROM genepool.llm_calls WHERE NOT cached")}
+                last = conn.execute("SELECT max(id) AS id FROM genepool.llm_calls").fetchone()["id"]
+            stub.latency_s = 0.0  # the slow model was only needed to stop PostgreSQL mid-experiments
+            again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+            assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+        assert "running generation support-desk/g0001" in again.stdout  # the unfinished generation, resumed
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            new = conn.execute("SELECT request_hash, cached FROM genepool.llm_calls WHERE id > %s", (last,)).fetchall()
+            repeated = [r for r in new if not r["cached"] and r["request_hash"] in answered]
+            assert new and not repeated  # no answered request was asked of the model again
+            duplicated = 0
+            for name, sql in ROWS.items():
+                rows = [tuple(r.values()) for r in conn.execute(sql, (KEY,))]
+                assert rows or name == "prompt_events", name
+                duplicated += len(rows) - len(set(rows))
+            assert duplicated == 0
+            paid = conn.execute("SELECT count(*) AS n FROM genepool.llm_calls WHERE partition_key = %s AND NOT cached",
+                                (KEY,)).fetchone()["n"]
+        spent_db = Database(url)
+        spent = store.generation_spend(spent_db, KEY).llm_calls
+        spent_db.close()
+        assert spent == paid  # the stopped run's calls count in the spend, none lost
+    finally:
+        postgres.stop_embedded(pgdata, timeout=60)
+    probe("held: PostgreSQL (genepool and Dagster storage) stopped during `genepool run` -> one genepool: line, exit 2,"
+          " no traceback; restarted, the same command resumed the generation from the cache",
+          rows_lost=0, rows_duplicated=duplicated, new_llm_calls_on_resume=len(repeated),
           calls_before_stop=len(answered), new_calls_after_resume=sum(not r["cached"] for r in new), error=line)
