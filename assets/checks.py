@@ -31,7 +31,8 @@ def _partition(context: dg.AssetCheckExecutionContext) -> str:
 
 
 @dg.asset_check(
-    asset="traces", partitions_def=generations_partitions, description="The partition's traces match the pandera trace schema."
+    asset="traces", partitions_def=generations_partitions,
+    description="The partition's traces match the pandera trace schema."
 )
 def traces_schema(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     key = _partition(context)
@@ -47,7 +48,8 @@ def traces_schema(context: dg.AssetCheckExecutionContext, postgres: PostgresReso
 
 
 @dg.asset_check(
-    asset="pareto_front", partitions_def=generations_partitions, description="The Pareto front has at least one feasible member."
+    asset="pareto_front", partitions_def=generations_partitions,
+    description="The Pareto front has at least one feasible member."
 )
 def front_not_empty(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     key = _partition(context)
@@ -58,7 +60,8 @@ def front_not_empty(context: dg.AssetCheckExecutionContext, postgres: PostgresRe
 
 
 @dg.asset_check(
-    asset="promoted_prompts", partitions_def=generations_partitions, description="No promoted candidate regresses on a control item."
+    asset="promoted_prompts", partitions_def=generations_partitions,
+    description="No promoted candidate regresses on a control item."
 )
 def promoted_no_control_regression(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
@@ -89,7 +92,8 @@ def promoted_no_control_regression(
 
 
 @dg.asset_check(
-    asset="experiment_results", partitions_def=generations_partitions, description="The generation stayed within its rollout budget."
+    asset="experiment_results", partitions_def=generations_partitions,
+    description="The generation stayed within its rollout budget."
 )
 def budget_not_exceeded(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource, optimizer: OptimizerResource

@@ -8,7 +8,7 @@ The dbt manifest is never built on import: ``make manifest``, the CLI and the te
 """
 
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg

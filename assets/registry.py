@@ -87,7 +87,10 @@ def prompt_registry(postgres: PostgresResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=registry_metadata(db))
 
 
-@dg.asset(group_name="registry", description="Benchmarks of every agent type (JSONL: id, input, expected, checker, split, task), validated.")
+@dg.asset(
+    group_name="registry",
+    description="Benchmarks of every agent type (JSONL: id, input, expected, checker, split, task), validated.",
+)
 def benchmark() -> dg.MaterializeResult:
     meta: dict = {}
     for agent_type in sorted(all_agents()):

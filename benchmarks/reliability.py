@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def run(out: Path = OUT, extra: list[str] | None = None) -> dict:
             probes.append({"name": nodeid, "outcome": "FAILED", "rows_lost": None, "rows_duplicated": None,
                            "new_llm_calls_on_resume": None})
     report = {
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.reliability",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "pytest_exit_code": proc.returncode,

@@ -185,5 +185,6 @@ def _dbt_parse(project_dir: Path, path: Path) -> None:
     )
     if proc.returncode != 0 or not path.exists():
         raise RuntimeError(
-            f"`dbt parse` of {project_dir} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            f"`dbt parse` of {project_dir} failed (exit {proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )

@@ -600,7 +600,9 @@ class LangfuseConnection:
             tracer_provider=None if existing is not None else TracerProvider(),
         )
 
-    def fetch_trace_rows(self, agent_type: str, since: Any = None, limit: int = 1000) -> tuple[pd.DataFrame, list[dict]]:
+    def fetch_trace_rows(
+        self, agent_type: str, since: Any = None, limit: int = 1000
+    ) -> tuple[pd.DataFrame, list[dict]]:
         """(valid trace rows, quarantine records) of an agent type; nothing is stored."""
         return fetch_trace_rows(
             self.client(), agent_type, since, limit, self.match_on, self.max_pages, self.page_size

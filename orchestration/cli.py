@@ -254,7 +254,10 @@ def print_summary(out: dict, db, wall: float) -> None:
           f"{sum(not c.accepted for c in pop)} rejected "
           f"({', '.join(sorted({c.operator for c in pop}))})")
     print()
-    hdr = f"{'prompt':<22}{'version':<9}{'role':<14}{'screen succ':>12}{'val succ':>10}{'tokens/item':>12}{'latency ms':>11}"
+    hdr = (
+        f"{'prompt':<22}{'version':<9}{'role':<14}{'screen succ':>12}{'val succ':>10}"
+        f"{'tokens/item':>12}{'latency ms':>11}"
+    )
     print(hdr)
     print("-" * len(hdr))
     pv = _fmt(front.baseline_validation)
@@ -477,7 +480,9 @@ def _dagster_storage_error(exc: BaseException) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="genepool", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="genepool", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, fn in (("demo", cmd_demo), ("run", cmd_run)):
         s = sub.add_parser(name, help="run the next (or a given) generation of an agent and print a summary")

@@ -14,7 +14,7 @@ from genepool.settings import GenerationConfig
 def _fields() -> dict:
     out = {}
     for f in dataclasses.fields(GenerationConfig):
-        out[f.name] = (f.type if not isinstance(f.type, str) else eval(f.type), f.default)  # noqa: S307
+        out[f.name] = (f.type if not isinstance(f.type, str) else eval(f.type), f.default)
     return out
 
 

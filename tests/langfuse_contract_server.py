@@ -60,7 +60,7 @@ def _any_value(v: Any) -> Any:
 
 
 def _ns_to_iso(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _time(value: str) -> dt.datetime:
@@ -217,7 +217,10 @@ class LangfuseContractServer:
                 s
                 for s in self.scores_v3
                 if (names is None or s["name"] in names)
-                and (traces is None or (s.get("subject") or {}).get("traceId", (s.get("subject") or {}).get("id")) in traces)
+                and (
+                    traces is None
+                    or (s.get("subject") or {}).get("traceId", (s.get("subject") or {}).get("id")) in traces
+                )
             ]
         page, meta = self._page(selected, query, 100, 50)
         meta["limit"] = int(query.get("limit", 50))  # GetScoresV3Meta requires it
@@ -227,7 +230,8 @@ class LangfuseContractServer:
         if not isinstance(body, list):
             raise ValueError("expected a JSON array of scores")
         for s in body:
-            if "name" not in s or "value" not in s or not (s.get("traceId") or s.get("sessionId") or s.get("datasetRunId")):
+            target = s.get("traceId") or s.get("sessionId") or s.get("datasetRunId")
+            if "name" not in s or "value" not in s or not target:
                 raise ValueError("each score needs name, value and traceId/sessionId/datasetRunId")
         with self.lock:
             self.posted_scores.extend(body)
@@ -279,7 +283,9 @@ class LangfuseContractServer:
                     )
         with self.lock:
             self.spans.extend(spans)
-            self.observations.extend(self._as_observation(s) for s in spans if "langfuse.observation.type" in s["attributes"])
+            self.observations.extend(
+                self._as_observation(s) for s in spans if "langfuse.observation.type" in s["attributes"]
+            )
         self._reply(h, 200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
     def experiment_layout_errors(self) -> list[str]:
@@ -326,7 +332,8 @@ class LangfuseContractServer:
         a = span["attributes"]
         prefix = "langfuse.observation.metadata."
         metadata = {k[len(prefix) :]: json.loads(v) for k, v in a.items() if k.startswith(prefix)}
-        usage = json.loads(a["langfuse.observation.usage_details"]) if "langfuse.observation.usage_details" in a else None
+        usage_key = "langfuse.observation.usage_details"
+        usage = json.loads(a[usage_key]) if usage_key in a else None
         cost = json.loads(a["langfuse.observation.cost_details"]) if "langfuse.observation.cost_details" in a else None
         return {
             "id": span["span_id"],

@@ -165,7 +165,8 @@ def test_assign_splits_counts():
 
     s = assign_splits(random.Random(0), 48)
     assert Counter(s) == {"train": 19, "validation": 12, "test": 17}
-    assert Counter(assign_splits(random.Random(0), 10)) == {"train": 4, "validation": 3, "test": 3}  # ties: earlier split first
+    # ties: earlier split first
+    assert Counter(assign_splits(random.Random(0), 10)) == {"train": 4, "validation": 3, "test": 3}
 
 
 def test_benchmark_paths_are_loadable_directly():

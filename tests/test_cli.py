@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from orchestration import cli
 from genepool.agents import get_agent
 from genepool.core.genome import Example
 from genepool.registry import PromptRegistry
+from orchestration import cli
 
 
 @pytest.fixture

@@ -15,7 +15,11 @@ def test_clusters_group_by_task_and_signature_with_shares_and_deterministic_orde
         + [_fail(20 + i, "sentiment", "wrong_label") for i in range(3)]
     )
     clusters = cluster_failures(list(reversed(failed)), total=40)
-    assert [c.key for c in clusters] == ["sentiment:label_with_extra_text", "extract:no_number", "sentiment:wrong_label"]
+    assert [c.key for c in clusters] == [
+        "sentiment:label_with_extra_text",
+        "extract:no_number",
+        "sentiment:wrong_label",
+    ]
     top = clusters[0]
     assert top.count == 6 and top.share == pytest.approx(0.5) and top.rate == pytest.approx(6 / 40)
     assert top.name == "sentiment: right label but extra text around it"

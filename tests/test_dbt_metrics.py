@@ -8,6 +8,7 @@ dbt sources onto the Python assets. A second database with a broken row shows a 
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from pathlib import Path
@@ -23,12 +24,12 @@ from assets.metrics import (
     dbt_project,
     metrics_dbt_assets,
 )
-from resources.dbt import dbt_resource
-from genepool.core.genome import Genome
 from genepool import db as postgres
-from genepool.dbt_project import DbtConfigError, dbt_env, prepare_manifest, socket_port
+from genepool.core.genome import Genome
 from genepool.db import Database, migrate
+from genepool.dbt_project import DbtConfigError, dbt_env, prepare_manifest, socket_port
 from genepool.registry import PromptRegistry
+from resources.dbt import dbt_resource
 
 AGENT = "support-desk"
 PROD_LATENCIES = [10.0 * i for i in range(1, 21)]  # 20 recent traces of the production prompt
@@ -78,7 +79,7 @@ def seed(db: Database) -> dict:
     # traces: the old production prompt, the current one (recent + one old), another agent
     for i in range(4):
         _trace(db, f"t-old-{i}", p1, True, 50.0, age_days=3)
-    for i, (ok, lat) in enumerate(zip(PROD_SUCCESS, PROD_LATENCIES)):
+    for i, (ok, lat) in enumerate(zip(PROD_SUCCESS, PROD_LATENCIES, strict=True)):
         _trace(db, f"t-prod-{i:02d}", p2, ok, lat, cost=0.001 * (1 + i % 2), error=None if ok else "wrong label")
     _trace(db, "t-prod-ancient", p2, False, OLD_LATENCY, age_days=10)
 
@@ -164,7 +165,7 @@ def test_agent_prompt_metrics_per_source_and_prompt(built):
         db, "SELECT * FROM genepool_metrics.agent_prompt_metrics WHERE data_source = 'traces' AND prompt_id = %s",
         (p["p2"].id,),
     )
-    lat = PROD_LATENCIES + [OLD_LATENCY]  # window = all history by default
+    lat = [*PROD_LATENCIES, OLD_LATENCY]  # window = all history by default
     assert t["runs"] == 21 and t["successes"] == 15
     assert t["success_rate"] == pytest.approx(15 / 21)
     assert t["prompt_version"] == p["p2"].version
@@ -174,7 +175,8 @@ def test_agent_prompt_metrics_per_source_and_prompt(built):
     assert t["errors"] == 5
     e = _one(
         db,
-        "SELECT * FROM genepool_metrics.agent_prompt_metrics WHERE data_source = 'experiment_results' AND prompt_id = %s",
+        "SELECT * FROM genepool_metrics.agent_prompt_metrics"
+        " WHERE data_source = 'experiment_results' AND prompt_id = %s",
         (p["p2"].id,),
     )
     assert e["runs"] == 4 and e["success_rate"] == pytest.approx(0.75)
@@ -185,7 +187,7 @@ def _hv2(points):
     """Reference 2-D hypervolume: area of the union of rectangles [0,x]x[0,y] (inclusion-exclusion on a grid)."""
     xs = sorted({0.0} | {x for x, _ in points})
     area = 0.0
-    for lo, hi in zip(xs, xs[1:]):
+    for lo, hi in itertools.pairwise(xs):
         area += (hi - lo) * max((y for x, y in points if x >= hi), default=0.0)
     return area
 
@@ -256,7 +258,9 @@ def test_failing_dbt_test_is_a_failed_check_and_skips_the_model(pg_server_url):
     db = _new_db(pg_server_url)
     seed(db)
     p = db.fetchone("SELECT id FROM genepool.prompts WHERE agent_type = 'planner'")
-    db.execute("INSERT INTO genepool.experiments (id, agent_type, generation, seed) VALUES ('planner/g0001','planner',1,1)")
+    db.execute(
+        "INSERT INTO genepool.experiments (id, agent_type, generation, seed) VALUES ('planner/g0001','planner',1,1)"
+    )
     db.execute(
         "INSERT INTO genepool.front_members (experiment_id, prompt_id, rank, success_rate, avg_tokens, avg_latency_ms)"
         " VALUES ('planner/g0001', %s, 0, 1.5, 10, 10)",  # a success rate above 1
@@ -340,4 +344,5 @@ def test_selections_keep_dbt_out_of_python_jobs_and_all_tests_in_the_metrics_run
     assert [n.name for n in python_job.graph.node_defs] == ["traces"]
     graph = defs.resolve_asset_graph()
     assert metrics_asset_selection.resolve_checks(graph) == set(metrics_dbt_assets.check_keys)
-    assert {k.asset_key.to_user_string() for k in dbt_source_checks.resolve_checks(graph)} >= {"traces", "promoted_prompts"}
+    checked = {k.asset_key.to_user_string() for k in dbt_source_checks.resolve_checks(graph)}
+    assert checked >= {"traces", "promoted_prompts"}

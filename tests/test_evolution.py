@@ -68,7 +68,10 @@ def test_generation_rng_is_stable_across_processes():
     a = generation_rng(7, "support-desk", 3).random()
     assert a == generation_rng(7, "support-desk", 3).random()
     assert a != generation_rng(7, "support-desk", 4).random() != generation_rng(8, "support-desk", 3).random()
-    code = "from genepool.core.evolution import generation_rng; print(repr(generation_rng(7, 'support-desk', 3).random()))"
+    code = (
+        "from genepool.core.evolution import generation_rng; "
+        "print(repr(generation_rng(7, 'support-desk', 3).random()))"
+    )
     for hashseed in ("1", "999"):
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -9,8 +9,6 @@ import json
 import uuid
 
 import pytest
-
-pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 from langfuse import Langfuse
 from langfuse._client.resource_manager import LangfuseResourceManager
 from langfuse_contract_server import LangfuseContractServer
@@ -25,6 +23,8 @@ from genepool.langfuse_io import (
     log_experiment_to,
 )
 from resources.langfuse import LangfuseResource
+
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 
 AGENT = "support-desk"
 PK_ENV, SK_ENV = "GENEPOOL_TEST_LANGFUSE_PK", "GENEPOOL_TEST_LANGFUSE_SK"
@@ -263,7 +263,9 @@ def test_disabled_and_bad_input_errors(monkeypatch, server):
 
     ok = _resource(server)
     with pytest.raises(ValueError, match=r"results\[1\]\.success must be true or false"):
-        ok.log_experiment("support-desk/g0001", "pr_1", [{"item_id": "a", "success": True}, {"item_id": "b", "success": "yes"}])
+        ok.log_experiment(
+            "support-desk/g0001", "pr_1", [{"item_id": "a", "success": True}, {"item_id": "b", "success": "yes"}]
+        )
     with pytest.raises(ValueError, match=r"results\[0\]\.prompt_tokens must be a non-negative integer"):
         ok.log_experiment("support-desk/g0001", "pr_1", [{"item_id": "a", "success": True, "prompt_tokens": -1}])
     with pytest.raises(ValueError, match="labels must be a list"):

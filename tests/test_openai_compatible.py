@@ -57,7 +57,7 @@ def start_llama_server(log_path: Path, api_key: str | None, timeout_s: float = 6
     ]  # fmt: skip
     if api_key:
         cmd += ["--api_key", api_key]
-    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
+    log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = LlamaServer(port, log_path, proc)
     deadline = time.monotonic() + timeout_s

@@ -89,7 +89,7 @@ def test_rephrase_uses_the_rule_table():
     assert "Be brief. Do not explain." in ops.rephrase_options("Be brief")
     g = ops.rephrase_instruction(SEED, random.Random(5))
     assert g != SEED and len(g.instructions) == 2
-    changed = [(a, b) for a, b in zip(SEED.instructions, g.instructions) if a != b]
+    changed = [(a, b) for a, b in zip(SEED.instructions, g.instructions, strict=False) if a != b]
     assert len(changed) == 1 and changed[0][1] in ops.rephrase_options(changed[0][0])
     assert ops.rephrase_instruction(SEED, random.Random(5)) == g
 
@@ -149,7 +149,8 @@ def test_crossover_keeps_shared_genes_order_and_partitions_the_rest():
     assert (set(c1.instructions) | set(c2.instructions)) >= only
     assert not (set(c1.instructions) & set(c2.instructions) & only)  # each non-shared gene goes to one child
     for name in ("temperature", "max_tokens", "stop"):
-        assert {getattr(c1.params, name), getattr(c2.params, name)} == {getattr(g1.params, name), getattr(g2.params, name)}
+        children = {getattr(c1.params, name), getattr(c2.params, name)}
+        assert children == {getattr(g1.params, name), getattr(g2.params, name)}
     assert {c1.role, c2.role} == {"Role A.", "Role B."}
     seen = {ops.crossover(g1, g2, random.Random(s))[0].canonical_json() for s in range(20)}
     assert len(seen) > 3  # the rng matters
@@ -201,7 +202,7 @@ def test_recorded_llm_fails_loudly_on_an_unseen_prompt():
 def test_parse_reflection_accepts_json_and_headerless_lists():
     lists, _ = ops.parse_reflection('[["Answer in one word", "Never explain"], ["Use digits only"]]', 5)
     assert lists == [["Answer in one word.", "Never explain."], ["Use digits only."]]
-    lists, problems = ops.parse_reflection("- Answer with the label.\n- Keep it short.", 2)
+    lists, _problems = ops.parse_reflection("- Answer with the label.\n- Keep it short.", 2)
     assert lists == [["Answer with the label.", "Keep it short."]]
     lists, _ = ops.parse_reflection("PROMPT 1:\n- first rule\n- second rule\nPROMPT 2:\n- Be short now.", 2)
     assert lists == [["Be short now."]]  # the template's placeholders are not rules

@@ -59,6 +59,7 @@ def _password_role(pg_server_url: str) -> tuple[str, str, str]:
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
         conn.execute(f'CREATE DATABASE "{dbname}" OWNER {role}')
+        conn.execute(f'CREATE DATABASE "{dbname}_dagster" OWNER {role}')
         hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
         hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())  # first match wins: only this role
         conn.execute("SELECT pg_reload_conf()")
@@ -98,11 +99,11 @@ def _grep_database(url: str, secrets: dict[str, str]) -> list[str]:
 
 @pytest.mark.probe
 @pytest.mark.timeout(900)
-def test_planted_database_password_and_api_key_never_leak(pg_server_url, fresh_database_url, tmp_path, probe):
+def test_planted_database_password_and_api_key_never_leak(pg_server_url, tmp_path, probe):
     db_url, password, dbname = _password_role(pg_server_url)
     api_key = f"sk-planted-{uuid.uuid4().hex}"
     secrets = {"database password": password, "API key": api_key}
-    dagster_url = fresh_database_url("dagsec")
+    dagster_url = postgres._with_database(db_url, f"{dbname}_dagster")  # Dagster's storage: the same password
     home, data = tmp_path / "dagster_home", tmp_path / "data"
     echo = {"status": 503, "headers": {"Retry-After": "0"},
             "body": {"error": {"message": f"overloaded; your key Bearer {api_key} is fine", "key": api_key}}}
@@ -131,7 +132,8 @@ def test_planted_database_password_and_api_key_never_leak(pg_server_url, fresh_d
     assert "GENEPOOL_DATABASE_URL" in snap.stdout  # the resources name the variable (dg.EnvVar), not its value
 
     leaks = {"genepool database": _grep_database(postgres._with_database(pg_server_url, dbname), secrets),
-             "Dagster storage database": _grep_database(dagster_url, secrets)}
+             "Dagster storage database": _grep_database(postgres._with_database(pg_server_url, f"{dbname}_dagster"),
+                                                        secrets)}
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         runs = instance.get_runs()
@@ -141,6 +143,8 @@ def test_planted_database_password_and_api_key_never_leak(pg_server_url, fresh_d
         leaks["Dagster event log"] = [n for n, s in secrets.items() if s in events]
         config = "\n".join(json.dumps(instance.get_run_by_id(r.run_id).run_config, default=str) for r in runs)
         leaks["run config"] = [n for n, s in secrets.items() if s in config]
+        leaks["instance configuration (the UI's Deployment page)"] = [
+            n for n, s in secrets.items() if s in instance.info_str()]
     finally:
         instance.dispose()
     leaks["repository snapshot (UI, GraphQL)"] = [n for n, s in secrets.items() if s in snap.stdout]

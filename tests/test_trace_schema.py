@@ -40,7 +40,8 @@ def _row(**over):
 
 
 def test_valid_rows_pass_with_defaults_and_dtypes():
-    df = pd.DataFrame([_row(), {"id": "t2", "agent_type": "support-desk", "input": "a", "output": "b", "success": "false"}])
+    other = {"id": "t2", "agent_type": "support-desk", "input": "a", "output": "b", "success": "false"}
+    df = pd.DataFrame([_row(), other])
     valid, bad = validate_traces(df)
     assert bad == []
     assert list(valid.columns) == list(TRACE_COLUMNS)
@@ -109,7 +110,8 @@ def test_empty_traces_is_valid():
 
 
 def test_store_and_quarantine_in_postgres(db):
-    valid, bad = validate_traces(pd.DataFrame([_row(id="a"), _row(id="b", partition_key="x/g0009"), _row(id="c", cost_usd=-1)]))
+    rows = [_row(id="a"), _row(id="b", partition_key="x/g0009"), _row(id="c", cost_usd=-1)]
+    valid, bad = validate_traces(pd.DataFrame(rows))
     assert store_traces(db, valid, "support-desk/g0001") == 2
     assert store_traces(db, valid, "support-desk/g0001") == 0  # idempotent: ON CONFLICT DO NOTHING
     rows = {r["id"]: r for r in db.fetchall("SELECT * FROM genepool.traces ORDER BY id")}
@@ -122,7 +124,8 @@ def test_store_and_quarantine_in_postgres(db):
 
     assert quarantine(db, bad, "runner", "support-desk/g0001") == 1
     q = db.fetchall("SELECT * FROM genepool.trace_quarantine")
-    assert len(q) == 1 and q[0]["raw"]["id"] == "c" and q[0]["reason"].startswith("cost_usd: greater_than_or_equal_to(0)")
+    assert len(q) == 1 and q[0]["raw"]["id"] == "c"
+    assert q[0]["reason"].startswith("cost_usd: greater_than_or_equal_to(0)")
     assert q[0]["source"] == "runner" and q[0]["partition_key"] == "support-desk/g0001"
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from test_approval import AGENT, EXP, make_scenario
 
 from genepool.core.genome import Genome
 from genepool.registry import PromptRegistry
 from genepool.web.app import create_app, serve
-from test_approval import AGENT, EXP, make_scenario
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -79,7 +79,9 @@ def test_pages_render_scores_diff_and_plot(server):
     assert status == 200
     assert f'<code id="production-id">{ids["seed"]}</code>' in body
     # score table: candidate A 75.0% vs 50.0% (+25.0 pp), 112.0 vs 102.5 tokens
-    assert re.search(r"75\.0%</span>\s*<span class=\"vs\">vs 50\.0%</span>\s*<span class=\"delta good\">\+25\.0 pp", body)
+    assert re.search(
+        r"75\.0%</span>\s*<span class=\"vs\">vs 50\.0%</span>\s*<span class=\"delta good\">\+25\.0 pp", body
+    )
     assert re.search(r"112\.0</span>\s*<span class=\"vs\">vs 102\.5</span>\s*<span class=\"delta bad\">\+9\.5", body)
     assert "compared on the 4 of 5 items both ran" in body
     # coloured diff, with the few-shot example change of candidate B
@@ -175,7 +177,7 @@ def test_serve_runs_uvicorn_on_loopback(db_url):
 
 
 def test_serve_refuses_non_loopback_hosts():
-    with pytest.raises(ValueError, match="only listens on 127.0.0.1"):
+    with pytest.raises(ValueError, match=r"only listens on 127\.0\.0\.1"):
         serve(host="0.0.0.0", port=8765)
     with pytest.raises(ValueError, match="not a TCP port"):
         serve(host="127.0.0.1", port=0)

@@ -272,7 +272,7 @@ def assign_splits(rng: random.Random, n: int, fractions=SPLIT_FRACTIONS) -> list
     raw = [(name, frac * n) for name, frac in fractions]
     counts = {name: int(x) for name, x in raw}
     left = n - sum(counts.values())
-    for name, x in sorted(raw, key=lambda r: r[1] - int(r[1]), reverse=True)[:left]:
+    for name, _x in sorted(raw, key=lambda r: r[1] - int(r[1]), reverse=True)[:left]:
         counts[name] += 1
     splits = [name for name, _ in fractions for _ in range(counts[name])]
     rng.shuffle(splits)

@@ -271,5 +271,6 @@ def check(item: Item, output: str) -> CheckResult:
     try:
         fn = CHECKERS[item.checker]
     except KeyError:
-        raise ValueError(f"item {item.id!r}: checker {item.checker!r} is unknown; use one of {', '.join(CHECKERS)}")
+        known = ", ".join(CHECKERS)
+        raise ValueError(f"item {item.id!r}: checker {item.checker!r} is unknown; use one of {known}") from None
     return fn(output, item)

@@ -378,8 +378,10 @@ def reflect_params(n: int) -> dict[str, Any]:
     return {**REFLECT_PARAMS, "stop": [f"PROMPT {n + 1}", "\n\n\n"]}
 
 
-_HEADER = re.compile(r"^\s*(?:#+\s*)?\**\s*(?:prompt|version|list|option|rules?)\s*#?\s*(\d+)\s*\**\s*[:.)-]?\s*\**\s*$",
-                     re.IGNORECASE | re.MULTILINE)
+_HEADER = re.compile(
+    r"^\s*(?:#+\s*)?\**\s*(?:prompt|version|list|option|rules?)\s*#?\s*(\d+)\s*\**\s*[:.)-]?\s*\**\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+(.*\S)\s*$")
 _PLACEHOLDERS = {"first rule", "second rule", "rule", "(no rules yet)", "no rules yet"}
 _DEMO_RULES = {_norm(r) for rules in _DEMO_LISTS for r in rules} - {_norm("Never explain."), _norm("Do not explain.")}
@@ -419,7 +421,10 @@ def parse_reflection(text: str, n: int) -> tuple[list[list[str]], list[str]]:
     if not lists:
         headers = list(_HEADER.finditer(text))
         blocks = (
-            [text[h.end() : (headers[i + 1].start() if i + 1 < len(headers) else len(text))] for i, h in enumerate(headers)]
+            [
+                text[h.end() : (headers[i + 1].start() if i + 1 < len(headers) else len(text))]
+                for i, h in enumerate(headers)
+            ]
             if headers
             else [text]
         )

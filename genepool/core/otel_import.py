@@ -243,7 +243,8 @@ def _extract_io(attrs: Mapping[str, Any], events: Mapping[str, list[dict]]) -> d
     if out_msgs is None and output is None:
         ev_out = [{"role": "assistant", "content": _content_of_event(e)} for e in events.get("gen_ai.choice", [])]
         for e in events.get("gen_ai.content.completion", []):
-            ev_out += _messages(e.get("gen_ai.completion")) or [{"role": "assistant", "content": e.get("gen_ai.completion")}]
+            completion = e.get("gen_ai.completion")
+            ev_out += _messages(completion) or [{"role": "assistant", "content": completion}]
         out_msgs = ev_out or None
 
     if in_msgs is not None:
@@ -385,7 +386,8 @@ def import_otel_genai(path_or_obj: Any, agent_type: str) -> tuple[pd.DataFrame, 
     for trace_id, start, call in tools:
         candidates = [
             r for r in rows
-            if r["metadata"]["otel"]["trace_id"] == trace_id and int(r["metadata"]["otel"]["start_time_unix_nano"]) <= start
+            if r["metadata"]["otel"]["trace_id"] == trace_id
+            and int(r["metadata"]["otel"]["start_time_unix_nano"]) <= start
         ]
         if candidates:
             owner = max(candidates, key=lambda r: int(r["metadata"]["otel"]["start_time_unix_nano"]))

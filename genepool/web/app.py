@@ -109,7 +109,11 @@ def create_app(db: Database, *, on_approved=None, langfuse=None) -> FastAPI:
         text = text if len(text) <= 1200 else text[:1200] + " …"  # a cookie holds ~4 kB
         resp = RedirectResponse(f"/agents/{quote(agent_type, safe='')}", status_code=303)
         resp.set_cookie(
-            FLASH_COOKIE, quote(json.dumps({"kind": kind, "text": text}), safe=""), path="/", httponly=True, samesite="strict"
+            FLASH_COOKIE,
+            quote(json.dumps({"kind": kind, "text": text}), safe=""),
+            path="/",
+            httponly=True,
+            samesite="strict",
         )
         return resp
 

@@ -90,7 +90,8 @@ def pareto_svg(points: list[dict[str, Any]], *, title: str = "") -> Markup:
     lx, ly = LEFT + pw + 24, TOP + 16
     out.append(
         f'<g class="legend"><rect x="{lx - 6}" y="{ly - 14}" width="180" height="74" fill="white" stroke="#ddd"/>'
-        f'<circle cx="{lx + 6}" cy="{ly}" r="5" fill="#e8590c"/><text x="{lx + 16}" y="{ly + 4}">on the Pareto front</text>'
+        f'<circle cx="{lx + 6}" cy="{ly}" r="5" fill="#e8590c"/>'
+        f'<text x="{lx + 16}" y="{ly + 4}">on the Pareto front</text>'
         f'<circle cx="{lx + 6}" cy="{ly + 16}" r="5" fill="#adb5bd"/><text x="{lx + 16}" y="{ly + 20}">dominated</text>'
         f'<circle cx="{lx + 6}" cy="{ly + 32}" r="5" fill="white" stroke="#1c1c1c" stroke-width="1.5"/>'
         f'<text x="{lx + 16}" y="{ly + 36}">candidate (outlined)</text>'
