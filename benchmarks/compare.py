@@ -458,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = parse_args(argv)
     started = time.perf_counter()
-    from genepool.llm import LLMClient, LlamaCppProvider
     from genepool.db import redact
+    from genepool.llm import LlamaCppProvider, LLMClient
 
     spec, train, val, test = load_splits(args.agent, args.quick)
     db = open_database(args.database_url)

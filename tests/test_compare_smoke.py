@@ -12,7 +12,7 @@ from benchmarks.peers import baseline_arm
 from benchmarks.peers.common import ArmContext, ArmResult, MeteredLLM, evaluate_outputs, is_reflection
 from genepool.core.benchmark import Item
 from genepool.core.genome import Genome
-from genepool.llm import Completion, LLMClient, LlamaCppProvider
+from genepool.llm import Completion, LlamaCppProvider, LLMClient
 
 
 def _item(i: int, task: str = "sentiment", expected: str = "positive", split: str = "test") -> Item:
@@ -107,7 +107,7 @@ def test_outputs_are_written(tmp_path):
     compare.write_plot(tmp_path / "c.png", meta, results)
     doc = json.loads((tmp_path / "c.json").read_text())
     assert [r["arm"] for r in doc["results"]] == ["baseline", compare.REFERENCE_ARM, "gepa", "gepa", "dspy-mipro"]
-    base, ref, g1 = doc["results"][:3]
+    base, ref = doc["results"][:2]
     assert base["test"]["ci95"][0] <= base["test"]["success_rate"] <= base["test"]["ci95"][1]
     # 1 item only the baseline solves, 0 the other way: exact McNemar p = 1.0; the reference has no p
     assert base["paired_p_vs_hand_fewshot"] == 1.0 and ref["paired_p_vs_hand_fewshot"] is None

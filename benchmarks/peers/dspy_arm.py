@@ -220,7 +220,8 @@ def run(ctx: ArmContext, budget: int) -> list[ArmResult]:
             with sw.lap("optimize"), llm.phase("optimize"), dspy.context(lm=task_lm):
                 program = compile_fn(task_lm, prompt_lm)
         except Exception as exc:
-            return ArmResult(arm, budget, "failed", error=short_error(exc, limit=2000), optimize=llm.summary("optimize"),
+            return ArmResult(arm, budget, "failed", error=short_error(exc, limit=2000),
+                             optimize=llm.summary("optimize"),
                              wall_s=sw.laps, extra=extra)
         return _finish(arm, budget, llm, sw, program, task_lm, ctx, extra)
 

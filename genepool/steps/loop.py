@@ -112,7 +112,8 @@ def fit_generation(cfg: GenerationConfig, remaining: int, n_parents: int, n_vali
 
 
 def absorb_leftover(cfg: GenerationConfig, remaining: int, n_parents: int, n_validation: int,
-                    n_train: int | None = None, max_validate_top: int = 6, max_population: int = 24) -> GenerationConfig:
+                    n_train: int | None = None, max_validate_top: int = 6,
+                    max_population: int = 24) -> GenerationConfig:
     """When what this generation leaves could not pay for another validated generation, spend it here:
     more front members validated (up to ``max_validate_top``), then more children (up to ``max_population``)."""
     smallest_next = generation_cost(replace(cfg, population_size=2, validate_top=1), 0, n_validation, n_train)
