@@ -46,6 +46,7 @@ def write_dagster_yaml() -> Path:
     url = resolve_urls().dagster
     rest = url.split("://", 1)[1]
     url = "postgresql+psycopg2://" + rest  # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3
+    url = _password_to_passfile(url, home)  # no password in dagster.yaml
     from orchestration.queue import dagster_yaml
 
     text = dagster_yaml(url)  # storage, run queue (per-agent limit), run monitoring, run launcher
@@ -53,6 +54,26 @@ def write_dagster_yaml() -> Path:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
+
+
+def _password_to_passfile(url: str, home: Path) -> str:
+    """A storage URL whose password moved to ``DAGSTER_HOME/.pgpass`` (mode 0600, read by libpq through the
+    ``passfile`` parameter), so dagster.yaml, which Dagster's processes and pages read, holds no secret."""
+    import re
+    from urllib.parse import quote, unquote
+
+    m = re.match(r"^(?P<scheme>[\w+]+://)(?P<user>[^:@/?]*):(?P<pw>[^@/?]*)@(?P<rest>.*)$", url)
+    if not m or not m.group("pw"):
+        return url
+    passfile = home / ".pgpass"
+    esc = [unquote(v).replace("\\", "\\\\").replace(":", "\\:") for v in (m.group("user"), m.group("pw"))]
+    fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"*:*:*:{esc[0] or '*'}:{esc[1]}\n")
+    os.chmod(passfile, 0o600)
+    rest = m.group("rest")
+    sep = "&" if "?" in rest else "?"
+    return f"{m.group('scheme')}{m.group('user')}@{rest}{sep}passfile={quote(str(passfile), safe='/')}"
 
 
 def _instance():

@@ -148,7 +148,11 @@ def test_planted_database_password_and_api_key_never_leak(pg_server_url, tmp_pat
     finally:
         instance.dispose()
     leaks["repository snapshot (UI, GraphQL)"] = [n for n, s in secrets.items() if s in snap.stdout]
-    files = [p for p in (*home.rglob("*"), *data.rglob("*")) if p.is_file() and p.stat().st_size < 50_000_000]
+    passfile = home / ".pgpass"  # the storage password, for libpq only: dagster.yaml names this file instead
+    assert passfile.stat().st_mode & 0o777 == 0o600 and password in passfile.read_text()
+    assert str(passfile) in (home / "dagster.yaml").read_text()
+    files = [p for p in (*home.rglob("*"), *data.rglob("*"))
+             if p.is_file() and p != passfile and p.stat().st_size < 50_000_000]
     assert files
     leaks["files"] = sorted({f"{p.relative_to(tmp_path)}: {n}" for p in files for n, s in secrets.items()
                              if s.encode() in p.read_bytes()})
