@@ -127,6 +127,21 @@ def open_database(url: str | None):
     return Database.from_env()
 
 
+def git_commit() -> str | None:
+    """The commit the code ran at (plus '-dirty' when the work tree differs), or None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "genepool", "benchmarks"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("genepool", "gepa", "dspy", "llama_cpp_python", "litellm", "matplotlib", "psycopg"):
@@ -149,6 +164,7 @@ def run_all(args: argparse.Namespace, ctx: ArmContext, on_result, previous: list
         for one in r if isinstance(r, list) else [r]:
             if seed is not None and one.seed is None:
                 one.seed = seed
+            one.extra.setdefault("git_commit", ctx.options.get("git_commit"))  # the code this result ran
             results[:] = [x for x in results if _key(x) != _key(one)]  # a re-run replaces its old result
             results.append(one)
             print(_line(one), flush=True)
@@ -484,9 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         "test_ids": [it.id for it in test],
         "database": redact(db.url),
         "versions": versions(),
+        "git_commit": git_commit(),
         "argv": sys.argv[1:] if argv is None else argv,
     }
     ctx = ArmContext(args.agent, spec.seed_genome, train, val, test, client, args.seed, args.quick)
+    ctx.options["git_commit"] = meta["git_commit"]
     server = None
     if "dspy" in args.arms and args.dspy_backend == "server":
         from benchmarks.peers import llama_server
