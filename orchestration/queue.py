@@ -119,6 +119,14 @@ def _start_timeout(kind: str, env: dict[str, str]) -> int:
     return 180
 
 
+def _url_or_env(url: str, var: str) -> str:
+    """A broker/backend URL for dagster.yaml; one with a password as ``{"env": VAR}`` (Dagster reads the variable
+    when it loads the instance), so the instance configuration the UI shows and run launches carry no secret."""
+    import re
+
+    return json.dumps({"env": var} if re.search(r"://[^/@]*:[^/@]+@", url) else url)
+
+
 def dagster_yaml(storage_url: str, env: dict[str, str] | None = None) -> str:
     """The instance configuration (see the module docstring). JSON strings are valid YAML scalars."""
     env = os.environ if env is None else env
@@ -156,13 +164,15 @@ def dagster_yaml(storage_url: str, env: dict[str, str] | None = None) -> str:
     if kind == "celery":
         require_shared_database("the celery run launcher", env)
         c = celery_settings(env)
+        backend_var = "GENEPOOL_CELERY_BACKEND" if (env.get("GENEPOOL_CELERY_BACKEND") or "").strip() else (
+            "GENEPOOL_CELERY_BROKER")  # the backend defaults to the broker
         lines += [
             "run_launcher:",
             "  module: dagster_celery.launcher",
             "  class: CeleryRunLauncher",
             "  config:",
-            f"    broker: {json.dumps(c['broker'])}",
-            f"    backend: {json.dumps(c['backend'])}",
+            f"    broker: {_url_or_env(c['broker'], 'GENEPOOL_CELERY_BROKER')}",
+            f"    backend: {_url_or_env(c['backend'], backend_var)}",
             f"    config_source: {json.dumps(c['config_source'])}",
         ]
     lines += ["telemetry:", "  enabled: false", ""]

@@ -169,3 +169,35 @@ def test_redact_hides_a_password_given_as_a_url_parameter():
     want = "postgresql://alice:***@db:5432/genepool?sslmode=require&password=***&application_name=x"
     assert postgres.redact(url) == want
     assert postgres.redact("postgresql:///genepool?host=/tmp&password=p4ss") == "postgresql:///genepool?host=/tmp&password=***"
+
+
+def test_a_celery_broker_password_stays_out_of_dagster_yaml_and_the_instance_configuration(tmp_path, monkeypatch):
+    """With GENEPOOL_RUN_LAUNCHER=celery the broker and backend URLs go into dagster.yaml, whose run launcher
+    config the UI's Deployment page shows and every Celery launch packs: a URL with a password is written as
+    ``{env: VAR}`` and resolved by Dagster when it loads the instance."""
+    import yaml
+
+    from orchestration.queue import dagster_yaml
+
+    broker, backend = "redis://:br0ker-pw@127.0.0.1:6390/0", "redis://user:back3nd-pw@127.0.0.1:6390/1"
+    env = {"GENEPOOL_RUN_LAUNCHER": "celery", "GENEPOOL_CELERY_BROKER": broker, "GENEPOOL_CELERY_BACKEND": backend,
+           "GENEPOOL_DATABASE_URL": "postgresql://u@db/genepool"}
+    text = dagster_yaml("sqlite", env=env)
+    assert "br0ker-pw" not in text and "back3nd-pw" not in text
+    launcher = yaml.safe_load(text)["run_launcher"]["config"]
+    assert (launcher["broker"], launcher["backend"]) == ({"env": "GENEPOOL_CELERY_BROKER"},
+                                                         {"env": "GENEPOOL_CELERY_BACKEND"})
+    derived = yaml.safe_load(dagster_yaml("sqlite", env={**env, "GENEPOOL_CELERY_BACKEND": ""}))
+    assert derived["run_launcher"]["config"]["backend"] == {"env": "GENEPOOL_CELERY_BROKER"}  # backend = broker
+    plain = yaml.safe_load(dagster_yaml("sqlite", env={**env, "GENEPOOL_CELERY_BROKER": "redis://127.0.0.1:6390/0"}))
+    assert plain["run_launcher"]["config"]["broker"] == "redis://127.0.0.1:6390/0"  # no secret: written as is
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(text.replace('storage:\n  postgres:\n    postgres_url: "sqlite"\n', ""))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with dg.DagsterInstance.from_config(str(home)) as inst:  # Dagster resolves the variables
+        assert (inst.run_launcher.broker, inst.run_launcher.backend) == (broker, backend)
+        shown = inst.info_str()
+    assert "CeleryRunLauncher" in shown and "GENEPOOL_CELERY_BROKER" in shown
+    assert "br0ker-pw" not in shown and "back3nd-pw" not in shown
