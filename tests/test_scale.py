@@ -345,8 +345,10 @@ def test_fleet_of_two_celery_workers_runs_queued_generations_like_one_process(fr
         for t in ROW_QUERIES:
             assert fleet_rows[t] == ref_rows[t], t
 
-        # a re-run through the queue sends no request
-        p = _genepool(ctl, "run", "--agent", "critic", "--generation", "1", "--submit", "--wait", timeout=600)
+        # a deliberate re-run (--rerun: the generation is closed) through the queue sends no request
+        p = _genepool(
+            ctl, "run", "--agent", "critic", "--generation", "1", "--submit", "--wait", "--rerun", timeout=600
+        )
         assert p.returncode == 0, p.stdout + p.stderr
         assert stub.stats()["requests"] == 0
     finally:
