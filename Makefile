@@ -89,6 +89,7 @@ perf: install
 	$(PY) -m benchmarks.demo_perf
 
 dev: manifest
+	$(VENV)/bin/genepool db start
 	$(VENV)/bin/genepool dagster-home
 	( trap - INT; exec $(VENV)/bin/dagster dev -w workspace.yaml --host 127.0.0.1 )
 
