@@ -108,8 +108,9 @@ def main() -> None:
     result = measure(args.keep)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     c, w = result["cold"], result["warm"]
-    print(f"generation 1: {c['wall_s_generation']} s, {c['llm_calls']} LLM calls, {c['llm_share_of_generation']:.1%} "
-          f"of the time in LLM calls; warm re-run: {w['wall_s_generation']} s, {w['llm_calls_uncached']} new LLM calls; "
+    print(f"generation 1: {c['wall_s_generation']} s, {c['llm_calls']} LLM calls, "
+          f"{c['llm_share_of_generation']:.1%} of the time in LLM calls; "
+          f"warm re-run: {w['wall_s_generation']} s, {w['llm_calls_uncached']} new LLM calls; "
           f"peak RSS {result['peak_rss_mib']} MiB -> {args.out}")
 
 
