@@ -127,3 +127,10 @@ def pytest_sessionfinish(session, exitstatus):
         import json
 
         Path(out).write_text(json.dumps(_PROBES, indent=2, default=str) + "\n")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that records a probe is a probe test (``-m probe`` selects it for benchmarks/reliability.py)."""
+    for item in items:
+        if "probe" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.probe)
