@@ -5,25 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import dagster as dg
 import pandas as pd
 
 from genepool.langfuse_io import LangfuseConnection
+from resources.settings_base import resource_base, settings_of
+
+_LangfuseBase = resource_base("_LangfuseBase", LangfuseConnection)
 
 
-class LangfuseResource(dg.ConfigurableResource):
-    """Keys are read from the named environment variables at call time (never stored in config)."""
-
-    host: str | None = None  # None: LANGFUSE_BASE_URL, LANGFUSE_HOST, then https://cloud.langfuse.com
-    public_key_env: str = "LANGFUSE_PUBLIC_KEY"
-    secret_key_env: str = "LANGFUSE_SECRET_KEY"
-    match_on: str = "prompt_name"
-    timeout_s: int = 10
-    max_pages: int = 100
-    page_size: int = 1000
+class LangfuseResource(_LangfuseBase):  # type: ignore[misc,valid-type]
+    """Settings of ``genepool.langfuse_io.LangfuseConnection`` (declared there once); keys are read from the
+    named environment variables at call time (never stored in config)."""
 
     def connection(self) -> LangfuseConnection:
-        return LangfuseConnection(**{k: getattr(self, k) for k in LangfuseConnection.__dataclass_fields__})
+        return settings_of(self, LangfuseConnection)
 
     @property
     def enabled(self) -> bool:
