@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import resource
@@ -193,10 +195,17 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
     if metrics:
         t0 = time.perf_counter()
         print("refreshing the dbt metrics ...", flush=True)
-        m = d.defs.get_job_def("metrics_job").execute_in_process(
-            instance=instance, run_config=quiet, tags={k: v for k, v in tags.items() if k != "genepool/agent_type"},
-            raise_on_error=False,
-        )
+        # dagster-dbt writes dbt's raw log to sys.stdout; keep it off the console unless --verbose (it stays in
+        # the run's page) and show its tail only when the refresh failed
+        dbt_log = io.StringIO()
+        verbose = os.environ.get("GENEPOOL_LOG_LEVEL", "WARNING").upper() != "WARNING"
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(dbt_log):
+            m = d.defs.get_job_def("metrics_job").execute_in_process(
+                instance=instance, run_config=quiet,
+                tags={k: v for k, v in tags.items() if k != "genepool/agent_type"}, raise_on_error=False,
+            )
+        if not m.success and not verbose:
+            print("\n".join(dbt_log.getvalue().splitlines()[-20:]), file=sys.stderr)
         timings["dbt_metrics"] = time.perf_counter() - t0
         out["metrics_ok"] = m.success
     out["timings"] = timings

@@ -78,6 +78,13 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        try:  # the final state, also when the run was faster than one interval
+            line = self.snapshot()
+        except Exception:
+            line = self._last
+        if line != self._last:
+            self._last = line
+            self._emit(line)
         if self.tty:
             self.out.write("\n")
             self.out.flush()

@@ -36,13 +36,15 @@ def test_cli_run_is_the_named_generation_job_with_progress(db, db_url, fresh_dat
                for k, v in (("PROVIDER", "openai_compatible"), ("BASE_URL", stub.base_url), ("MODEL", "stub"))},
         })
         cli = [sys.executable, "-m", "orchestration.cli"]
-        run = subprocess.run([*cli, "run", "--agent", "support-desk", "--no-metrics"], cwd=str(ROOT), env=env,
+        run = subprocess.run([*cli, "run", "--agent", "support-desk"], cwd=str(ROOT), env=env,
                              capture_output=True, text=True, timeout=800)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     assert "running generation support-desk/g0001" in out
-    # quiet console: no Dagster warnings or step logs unless --verbose
-    for noise in ("PreviewWarning", "BetaWarning", "UserWarning", "STEP_START", "DeprecationWarning"):
+    assert "refreshing the dbt metrics" in out
+    # quiet console: no Dagster warnings, step logs or dbt chatter unless --verbose
+    for noise in ("PreviewWarning", "BetaWarning", "UserWarning", "STEP_START", "DeprecationWarning",
+                  "Running with dbt", " PASS "):
         assert noise not in run.stdout + run.stderr, noise
     progress = [line for line in out.splitlines() if line.startswith("  [") and "LLM calls" in line]
     assert progress, out[-2000:]
