@@ -18,16 +18,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from doubles import RuleFollowingFakeModel
 from generation_child import CONFIG
 from psycopg.rows import dict_row
-from test_kill_resume import KEY, ROWS, _rows
+from test_kill_resume import KEY, ROWS, answered_so_far, check_resumed_like_a_clean_run
 
 from genepool import db as postgres
 from genepool import store
 from genepool.db import Database, migrate
-from genepool.llm import LLMClient
-from genepool.steps import Generation, run_generation
 
 CHILD = Path(__file__).resolve().parent / "generation_child.py"
 ROOT = CHILD.parent.parent
@@ -89,34 +86,17 @@ def test_postgres_stopped_mid_generation_fails_clearly_and_the_rerun_resumes(tmp
         server = _start(pgdata)  # the same data folder
         db = Database(url)
         assert not db.fetchall("SELECT 1 FROM genepool.front_members WHERE experiment_id = %s", (KEY,))  # unfinished
-        answered = {r["request_hash"] for r in db.fetchall(
-            "SELECT request_hash FROM genepool.llm_calls WHERE partition_key = %s AND NOT cached", (KEY,))}
-        last = db.fetchone("SELECT max(id) AS id FROM genepool.llm_calls")["id"]
+        answered, last = answered_so_far(db)
         again = _child(url, 0.0)  # the same command again
         _, err2 = again.communicate(timeout=300)
         assert again.returncode == 0, err2[-3000:]
-        new = db.fetchall("SELECT request_hash, cached FROM genepool.llm_calls WHERE id > %s", (last,))
-        repeated = [r for r in new if not r["cached"] and r["request_hash"] in answered]
-        assert new and not repeated  # no answered request was asked of the model again
-
-        clean_url = fresh_database_url("pgstop_clean")
-        migrate(clean_url)
-        clean_db = Database(clean_url)
-        run_generation(Generation(clean_db, LLMClient(RuleFollowingFakeModel(), clean_db), "support-desk", 1, CONFIG))
-        got, want = _rows(db), _rows(clean_db)
-        duplicated = sum(max(0, len(got[k]) - len(set(got[k]))) for k in got)
-        lost = sum(len(set(want[k]) - set(got[k])) for k in want)
-        stale = sum(len(set(got[k]) - set(want[k])) for k in got)
-        assert (duplicated, lost, stale) == (0, 0, 0)
-        assert got == want  # the resumed generation is row for row the clean one
+        figures = check_resumed_like_a_clean_run(db, answered, last, fresh_database_url("pgstop_clean"))
         db.close()
-        clean_db.close()
     finally:
         postgres.stop_embedded(pgdata, timeout=60)
     probe("held: PostgreSQL stopped during experiments -> one genepool: line (server redacted, the fix), exit "
           f"{proc.returncode}; restarted, the same command finished from the cache, rows equal a clean run",
-          rows_lost=lost, rows_duplicated=duplicated, new_llm_calls_on_resume=len(repeated),
-          calls_before_stop=len(answered), new_calls_after_resume=sum(not r["cached"] for r in new), error=line)
+          calls_before_stop=len(answered), error=line, **figures)
 
 
 @pytest.mark.probe
