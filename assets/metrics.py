@@ -4,10 +4,17 @@ dbt sources are mapped onto the Python assets that write the tables (see ``SOURC
 which agrees with ``meta.dagster.asset_key`` in dbt_metrics/models/sources.yml), so the models
 hang under them in the asset graph. The dbt assets are not partitioned: they read all partitions.
 
+dbt *model* tests are asset checks on the models. dbt *source* tests are not asset checks: as checks they
+would hang on the Python generation assets, and a UI "Materialize" of those assets (Dagster's
+``__ASSET_JOB``, which selects every check of the selected assets) would pull the dbt op in to run them,
+possibly before the partition is built. They run with every ``dbt build`` of the metrics (the metrics job,
+the refresh after a generation) and are recorded as observations of the Python asset they test.
+
 The dbt manifest is never built on import: ``make manifest``, the CLI and the tests prepare it.
 """
 
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,7 +65,9 @@ class GenepoolDbtTranslator(DagsterDbtTranslator):
                 enable_asset_checks=True,
                 # experiments, experiment_results and llm_calls all come from one asset.
                 enable_duplicate_source_asset_keys=True,
-                enable_source_tests_as_checks=True,
+                # source tests run with the metrics (see the module docstring), not as checks on the
+                # Python assets
+                enable_source_tests_as_checks=False,
             )
         )
 
@@ -82,19 +91,32 @@ class GenepoolDbtTranslator(DagsterDbtTranslator):
     name="metrics_dbt_assets",
 )
 def metrics_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """`dbt build` of the metrics models (the selection Dagster asks for) and their tests."""
-    yield from dbt.cli(["build"], context=context).stream()
+    """`dbt build` of the metrics models (the selection Dagster asks for) and their tests; a failing test
+    (model or source) fails the step."""
+    for event in dbt.cli(["build"], context=context).stream():
+        if isinstance(event, dg.AssetObservation) and (event.description or "").startswith(_DBT_FALLBACK):
+            # a dbt source test: recorded on the Python asset it tests, said plainly (not as a fallback)
+            event = dg.AssetObservation(asset_key=event.asset_key, metadata=event.metadata,
+                                        description=SOURCE_TEST_DESCRIPTION)
+        yield event
 
 
-# The dbt source tests are asset checks on the *Python* assets (traces, prompt_registry, ...), run by
-# the dbt op. A job that selects those Python assets would therefore pull the dbt op in to run them:
-# subtract ``dbt_source_checks`` from such selections, e.g.
-#   dg.define_asset_job("generation_job", selection=dg.AssetSelection.assets(...) - dbt_source_checks)
-dbt_source_checks = dg.AssetSelection.checks(
-    *[k for k in metrics_dbt_assets.check_keys if k.asset_key not in metrics_dbt_assets.keys]
-)
-# The models and every dbt test (model and source tests). AssetSelection.assets(metrics_dbt_assets)
-# alone would leave out the source tests, whose target assets are not in the selection.
+_DBT_FALLBACK = "Logging an `AssetObservation` instead of an `AssetCheckResult`"
+SOURCE_TEST_DESCRIPTION = "dbt source test, run with the metrics refresh (metadata: status, failed rows)"
+
+
+class _QuietSourceTests(logging.Filter):
+    """dagster-dbt warns once per dbt test that is not an asset check; our source tests are not checks on
+    purpose, so that warning is noise in every metrics run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_DBT_FALLBACK)
+
+
+logging.getLogger("dagster.builtin").addFilter(_QuietSourceTests())
+
+
+# The models and every dbt model test.
 metrics_asset_selection = dg.AssetSelection.assets(*metrics_dbt_assets.keys) | dg.AssetSelection.checks(
     *metrics_dbt_assets.check_keys
 )
