@@ -172,7 +172,10 @@ def run_generation_in_dagster(agent: str, generation: int | None = None, metrics
 
     job = d.defs.get_job_def("generation_job")
     run_id = make_new_run_id()
-    with RunProgress(instance, run_id, len(job.nodes), _db(), key):  # a line whenever a step or the LLM moves
+    steps = [a.node_def.name for a in d.generation_assets]  # the six asset steps (the checks' steps not counted)
+    budget = d.optimizer_from_env().max_rollouts
+    # a bar on a terminal (steps, candidates, rollouts of the budget, success so far), plain lines otherwise
+    with RunProgress(instance, run_id, steps, _db(), key, budget=budget):
         res = job.execute_in_process(
             instance=instance, partition_key=dagster_key_of(key), run_config=quiet, tags=tags, raise_on_error=False,
             run_id=run_id,

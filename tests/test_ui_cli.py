@@ -1,5 +1,6 @@
 """`genepool run` runs the code location's generation_job (a named run, not __ephemeral_asset_job__),
-prints a progress line while it works, and `genepool approve` records a prompt_registry materialisation.
+shows its progress (plain lines when stdout is not a terminal, a rich bar when it is, forced here with
+GENEPOOL_PROGRESS=bar), and `genepool approve` records a prompt_registry materialisation.
 
 Real CLI process, real PostgreSQL, real Dagster; the task model is a STUB OpenAI-compatible server on
 127.0.0.1 (tests/stub_llm_server.py)."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +48,14 @@ def test_cli_run_is_the_named_generation_job_with_progress(db, db_url, fresh_dat
     for noise in ("PreviewWarning", "BetaWarning", "UserWarning", "STEP_START", "DeprecationWarning",
                   "Running with dbt", " PASS "):
         assert noise not in run.stdout + run.stderr, noise
-    progress = [line for line in out.splitlines() if line.startswith("  [") and "LLM calls" in line]
-    assert progress, out[-2000:]
+    # stdout is a pipe here: plain progress lines, the last one the final state of the generation
+    progress = [line for line in out.splitlines() if line.startswith("  [steps ")]
+    assert progress and "\x1b[" not in out, out[-2000:]
+    final = re.search(r"\[steps (\d)/6\] .* candidates (\d+)/(\d+) · rollouts (\d+)/12 · success so far (\d+)% · "
+                      r"(\d+) LLM calls", progress[-1])
+    assert final, progress
+    steps, cand, n_cand, rollouts = (int(final.group(i)) for i in range(1, 5))
+    assert steps == 6 and 1 <= cand == n_cand and 0 < rollouts <= 12, progress[-1]
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         jobs = {r.job_name for r in instance.get_runs()}
@@ -61,6 +69,21 @@ def test_cli_run_is_the_named_generation_job_with_progress(db, db_url, fresh_dat
         assert any("support-desk/g0001: candidate 1 of" in m and "rollouts left" in m for m in logs), logs[-20:]
         assert (gen.tags["dagster/partition"], gen.tags["genepool/trigger"], gen.tags["genepool/agent_type"]) == (
             "support-desk|g0001", "cli", "support-desk")
+
+        # the same command on a terminal: a rich progress display (bars redrawn in place), no plain lines
+        with StubLLMServer() as stub:
+            bar_env = {**env, "GENEPOOL_PROGRESS": "bar",
+                       **{f"{p}_BASE_URL": stub.base_url for p in ("GENEPOOL_LLM", "GENEPOOL_REFLECTION")}}
+            bar = subprocess.run([*cli, "run", "--agent", "support-desk", "--no-metrics"], cwd=str(ROOT),
+                                 env=bar_env, capture_output=True, text=True, timeout=800)
+        assert bar.returncode == 0, bar.stdout[-3000:] + bar.stderr[-3000:]
+        assert "running generation support-desk/g0002" in bar.stdout
+        assert "\x1b[" in bar.stdout and "━" in bar.stdout, bar.stdout[-2000:]  # ANSI redraws, bar glyphs
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", bar.stdout)
+        assert re.search(r"steps\s+━+\s+6/6", plain), plain[-2000:]
+        assert re.search(r"candidates\s+━+\s+(\d+)/\1\s+success so far \d+%", plain), plain[-2000:]
+        assert re.search(r"rollouts\s+[━╸╺ ]+\s+\d+/12\s+\d+ LLM calls", plain), plain[-2000:]
+        assert not [line for line in bar.stdout.splitlines() if line.startswith("  [steps ")]
 
         reg = PromptRegistry(db)
         prod = reg.get_prompt("support-desk")
