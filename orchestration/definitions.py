@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import checks
+from assets.canary import canary_defs
 from assets.defs import checks_defs, generation_assets, generation_defs, metrics_defs, registry_assets, registry_defs
 from assets.production import production_defs
 from orchestration import environment, jobs
@@ -30,6 +31,7 @@ defs = dg.Definitions.merge(
     jobs.defs(),
     sensor_defs(),
     production_defs(),  # production traces from Langfuse, so agents are watched after an approval
+    canary_defs(),  # ... and without Langfuse: the production prompt on fixed train items after an approval
     environment.defs(),
 )
 

@@ -71,6 +71,7 @@ class Thresholds:
     cooldown_minutes: float = 60.0  # no new generation of an agent sooner than this after its last one started
     max_generations_per_day: int = 4  # generations started by the sensor per agent in the last 24 hours
     max_retries: int = 2  # re-runs of a failed or cancelled generation before the sensor gives up on it
+    canary_items: int = 20  # train items the canary runs each new production prompt on (assets/canary.py); 0 = off
 
 
 _FIELDS = {f for f in Thresholds.__dataclass_fields__}
@@ -102,6 +103,7 @@ def _thresholds_from(agent: str, spec: Any, base: Thresholds) -> Thresholds:
     _number(where, "cooldown_minutes", values["cooldown_minutes"], lo=0.0)
     _number(where, "max_generations_per_day", values["max_generations_per_day"], lo=1, integer=True)
     _number(where, "max_retries", values["max_retries"], lo=0, integer=True)
+    _number(where, "canary_items", values["canary_items"], lo=0, hi=1000, integer=True)
     return Thresholds(
         min_success=float(values["min_success"]),
         max_cost=None if mc is None else float(mc),
@@ -109,6 +111,7 @@ def _thresholds_from(agent: str, spec: Any, base: Thresholds) -> Thresholds:
         cooldown_minutes=float(values["cooldown_minutes"]),
         max_generations_per_day=values["max_generations_per_day"],
         max_retries=values["max_retries"],
+        canary_items=values["canary_items"],
     )
 
 
@@ -160,6 +163,20 @@ def _agent_runs(instance: dg.DagsterInstance, job_name: str, agent: str, latest_
     return sorted(found.values(), key=lambda r: r.create_timestamp, reverse=True)
 
 
+def _canary_note(row: dict, th: Thresholds) -> str:
+    """How many of the agent's counted traces the canary made (assets/canary.py), for the skip reason."""
+    version = row.get("production_prompt_version")
+    of = f"v{version}" if version else "the production prompt"
+    if th.canary_items == 0:
+        return "canary off (canary_items 0)"
+    n = row.get("canary_runs")
+    if n is None:
+        return "canary: unknown until the dbt metrics are refreshed"
+    if n == 0:
+        return f"no canary traces of {of} yet (canary_job runs after an approval)"
+    return f"{n} of them from the canary of {of} ({th.canary_items} train items)"
+
+
 def evaluate_metric_thresholds(
     context: dg.SensorEvaluationContext,
     db: Database,
@@ -177,10 +194,8 @@ def evaluate_metric_thresholds(
     """
     now = now or datetime.now(UTC)
     try:
-        rows = db.fetchall(
-            f"SELECT agent_type, production_prompt_id, runs, success_rate, avg_cost_usd, p95_latency_ms,"
-            f" observation_id, last_trace_at, computed_at FROM {AGENT_HEALTH} ORDER BY agent_type"
-        )
+        # every column: canary_runs exists only once the metrics were refreshed by this version's dbt model
+        rows = db.fetchall(f"SELECT * FROM {AGENT_HEALTH} ORDER BY agent_type")
     except psycopg.errors.UndefinedTable:
         return dg.SkipReason(
             f"{AGENT_HEALTH} does not exist yet: materialise the dbt metrics assets (group 'metrics') first"
@@ -203,10 +218,11 @@ def evaluate_metric_thresholds(
             reasons.append(f"{agent}: no production prompt")
             continue
         runs, success, cost = row["runs"], row["success_rate"], row["avg_cost_usd"]
+        canary = _canary_note(row, th)
         if runs < th.min_runs or success is None:
             reasons.append(
                 f"{agent}: {runs} recent production traces of the production prompt (< min_runs {th.min_runs};"
-                " the optimiser's own traces do not count)"
+                f" the optimiser's own traces do not count; {canary})"
             )
             continue
         breaches = []
@@ -216,7 +232,9 @@ def evaluate_metric_thresholds(
             breaches.append(f"cost {_fmt_cost(cost)} > {th.max_cost:.3f}")
         if not breaches:
             cost_part = "no cost limit" if th.max_cost is None else f"cost {_fmt_cost(cost)} <= {th.max_cost:.3f}"
-            reasons.append(f"{agent}: success {success:.2f} >= {th.min_success:.2f} and {cost_part}")
+            n_canary = row.get("canary_runs") or 0
+            from_canary = f" ({n_canary} of {runs} traces from the canary)" if n_canary else ""
+            reasons.append(f"{agent}: success {success:.2f} >= {th.min_success:.2f} and {cost_part}{from_canary}")
             continue
         why = " and ".join(breaches)
         oid = row["observation_id"]

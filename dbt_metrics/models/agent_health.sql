@@ -6,6 +6,8 @@
 -- Only production traces count: the optimiser's own traces (source 'runner' written by a generation,
 -- i.e. with a partition_key) are excluded, and so are genepool's experiment runs read back from Langfuse
 -- (their observation metadata names an experiment_id), so a generation never feeds the sensor that started it.
+-- Canary traces (source 'canary': genepool runs the production prompt on fixed train items after an approval,
+-- assets/canary.py) are production traces and count; canary_runs says how many of runs they are.
 {% set health_days = var('health_window_days', 7) | int %}
 
 with prompt_state as (
@@ -52,7 +54,8 @@ stats as (
         avg(cost_usd)::double precision as avg_cost_usd,
         avg(prompt_tokens + completion_tokens)::double precision as avg_total_tokens,
         percentile_cont(0.95) within group (order by latency_ms) as p95_latency_ms,
-        count(*) filter (where error is not null) as errors
+        count(*) filter (where error is not null) as errors,
+        count(*) filter (where source = 'canary') as canary_runs
     from recent
     group by agent_type
 ),
@@ -74,6 +77,7 @@ select
     s.avg_total_tokens,
     s.p95_latency_ms,
     coalesce(s.errors, 0) as errors,
+    coalesce(s.canary_runs, 0) as canary_runs,
     lt.last_trace_id,
     lt.last_trace_at,
     md5(concat_ws('|', a.agent_type, coalesce(pr.production_prompt_id, ''),
