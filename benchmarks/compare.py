@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default: benchmarks/results/<agent>, or <agent>-quick with --quick)")
     ap.add_argument("--seeds", type=int, default=3,
-                    help="seeds per stochastic arm (genepool, gepa-fair): seed, seed+1, ... (default: %(default)s)")
+                    help="seeds per stochastic arm (genepool, gepa-fair, gepa, dspy): seed, seed+1, ... "
+                         "(default: %(default)s)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the results of <out>/compare.json that this run does not redo (same arm, budget, seed); "
                          "refused when the splits or the test items differ")
@@ -194,10 +195,10 @@ def run_all(args: argparse.Namespace, ctx: ArmContext, on_result, previous: list
                 add(guarded("genepool", budget, genepool_arm.run, with_seed(seed), budget), seed)
             if "gepa-fair" in args.arms:
                 add(guarded("gepa-fair", budget, gepa_arm.run_fair, with_seed(seed), budget), seed)
-        if "gepa" in args.arms:
-            add(guarded("gepa", budget, gepa_arm.run, ctx, budget), args.seed)
-        if "dspy" in args.arms:
-            add(guarded("dspy", budget, dspy_arm.run, ctx, budget), args.seed)
+            if "gepa" in args.arms:
+                add(guarded("gepa", budget, gepa_arm.run, with_seed(seed), budget), seed)
+            if "dspy" in args.arms:
+                add(guarded("dspy", budget, dspy_arm.run, with_seed(seed), budget), seed)
     return results
 
 
@@ -505,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     ctx = ArmContext(args.agent, spec.seed_genome, train, val, test, client, args.seed, args.quick)
     ctx.options["git_commit"] = meta["git_commit"]
+    if not args.database_url:  # the genepool arm's scratch registries are created by the database owner
+        from genepool.db import resolve_urls
+
+        ctx.options["owner_url"] = resolve_urls().owner
     server = None
     if "dspy" in args.arms and args.dspy_backend == "server":
         from benchmarks.peers import llama_server

@@ -128,3 +128,33 @@ def test_last_generation_absorbs_a_leftover_too_small_for_another():
     grown = absorb_leftover(cfg, 380, 0, 24, 40)
     assert grown.validate_top > cfg.validate_top and generation_cost(grown, 0, 24, 40) <= 380
     assert 380 - generation_cost(grown, 0, 24, 40) < 20  # what is left cannot buy one more child
+
+
+def test_fewshot_init_builds_a_label_balanced_set_per_task_with_one_line_answers():
+    bare = Genome(role="You classify.")
+    sets = set()
+    for s in range(6):
+        g = xo.fewshot_init(bare, random.Random(s), POOL, per_task=2, max_examples=10)
+        by_task = Counter(POOL.task_of(e) for e in g.examples)
+        assert by_task == {"sent": 2, "prio": 2}
+        for task in ("sent", "prio"):
+            assert len({e.output for e in g.examples if POOL.task_of(e) == task}) == 2  # both labels shown
+        assert g.params.stop == ("\n",) and g.example_format == "turns"
+        assert not {e.input for e in g.examples} & {"sent question 0", "sent question 99"}  # held out: never
+        sets.add(g.examples)
+    assert len(sets) > 1  # random draws: siblings differ
+    # the cap wins over per_task: 3 examples for 2 tasks is 1 per task
+    assert len(xo.fewshot_init(bare, random.Random(0), POOL, per_task=2, max_examples=3).examples) == 2
+
+
+def test_breed_starts_a_bare_seed_with_whole_fewshot_sets_and_not_a_fewshot_parent():
+    ctx = BreedContext(labelled=TRAIN, max_examples=10)
+    kids = breed([Genome(role="You classify.")], 6, generation_rng(1, "a", 1), ctx)
+    init = kids[: ctx.n_fewshot_init]  # made first, before any random operator
+    assert [k.operator for k in init] == ["fewshot_init"] * ctx.n_fewshot_init
+    assert sorted(len(k.genome.examples) for k in init) == [2, 2, 4, 4]  # k = 1 and 2 per task, alternately
+    fewshot_parent = init[-1].genome
+    later = breed([fewshot_parent], 6, generation_rng(1, "a", 2), BreedContext(labelled=TRAIN, max_examples=10))
+    assert [k.operator for k in later[: ctx.n_fewshot_init]] != ["fewshot_init"] * ctx.n_fewshot_init  # no phase
+    off = BreedContext(labelled=TRAIN, mutation_weights={"mine_examples": 1.0})
+    assert all(k.operator != "fewshot_init" for k in breed([Genome(role="x")], 4, generation_rng(1, "a", 1), off))

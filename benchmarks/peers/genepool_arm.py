@@ -25,16 +25,23 @@ from genepool.core.genome import Genome
 
 
 @contextlib.contextmanager
-def scratch_registry(main_url: str, label: str) -> Iterator[postgres.Database]:
-    """A fresh, migrated genepool database next to ``main_url``; dropped on exit."""
+def scratch_registry(main_url: str, label: str, owner_url: str | None = None) -> Iterator[postgres.Database]:
+    """A fresh, migrated genepool database next to ``main_url``; dropped on exit.
+
+    ``owner_url`` (a role allowed to create databases, e.g. the embedded server's owner) creates and migrates
+    it; the optimiser then works in it as ``main_url``'s role, like it does in production."""
     name = "bench_" + re.sub(r"\W", "_", label)[:30] + "_" + uuid.uuid4().hex[:8]
-    admin = postgres._with_database(main_url, "postgres")
+    owner_url = owner_url or main_url
+    admin = postgres._with_database(owner_url, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = postgres._with_database(main_url, name)
     db = postgres.Database(url)
     try:
-        postgres.migrate(url)
+        if owner_url != main_url:
+            postgres.migrate(postgres._with_database(owner_url, name), app_role=postgres.url_user(main_url))
+        else:
+            postgres.migrate(url)
         yield db
     finally:
         db.close()
@@ -61,7 +68,7 @@ def run(ctx: ArmContext, budget: int) -> ArmResult:
         return ArmResult("genepool", budget, "failed", error="the genepool arm needs a database (LLMClient.db)")
     try:
         with sw.lap("optimize"), llm.phase("optimize"), scratch_registry(
-            ctx.client.db.url, f"{ctx.agent_type}_{budget}"
+            ctx.client.db.url, f"{ctx.agent_type}_{budget}", ctx.options.get("owner_url")
         ) as registry_db:
             res = optimize(
                 ctx.agent_type,

@@ -42,6 +42,9 @@ DEFAULT_MUTATION_WEIGHTS: dict[str, float] = {
     "drop_example_redundant": 1.0,
     "reorder_example": 1.0,
     "tune_decoding": 1.0,
+    # a whole new few-shot set: first for a parent that is not a few-shot prompt yet (see ``breed``), then,
+    # rarely, as a restart for one that is
+    "fewshot_init": 0.5,
 }
 
 
@@ -76,6 +79,7 @@ class BreedContext:
     forbidden_inputs: frozenset[str] = frozenset()
     partition_key: str | None = None
     max_tries_per_child: int = 25
+    n_fewshot_init: int = 4  # whole few-shot sets tried when the best parent is not a few-shot prompt yet
     notes: list[str] = field(default_factory=list)  # why reflection replies were dropped, shortfalls
 
     def __post_init__(self) -> None:
@@ -121,6 +125,8 @@ def make_toolbox(ctx: BreedContext) -> base.Toolbox:
     tb.register("drop_example", ops.drop_example)
     tb.register("mutate_params", ops.mutate_params)
     pool = xops.ExamplePool(ctx.labelled, ctx.successes, ctx.forbidden_inputs)
+    tb.example_pool = pool  # type: ignore[attr-defined]
+    tb.register("fewshot_init", xops.fewshot_init, pool=pool, max_examples=ctx.max_examples)
     tb.register("add_example", xops.add_example, pool=pool, clusters=ctx.clusters, max_examples=ctx.max_examples)
     tb.register("swap_example", xops.swap_example, pool=pool)
     tb.register("drop_example_redundant", xops.drop_example_redundant, pool=pool)
@@ -135,7 +141,9 @@ def make_toolbox(ctx: BreedContext) -> base.Toolbox:
 def breed(parents: Sequence[Genome], n_children: int, rng: random.Random, ctx: BreedContext) -> list[Child]:
     """Make up to ``n_children`` distinct children of ``parents`` (best parent first).
 
-    Order of work: reflection on ``parents[0]`` (if ``ctx.llm`` and ``ctx.n_reflect``), then, per slot,
+    Order of work: reflection on ``parents[0]`` (if ``ctx.llm`` and ``ctx.n_reflect``), then, when
+    ``parents[0]`` shows fewer examples than the pool has tasks, up to ``n_fewshot_init`` whole few-shot
+    sets (``example_ops.fewshot_init``, k = 2 and 1 per task alternately), then, per slot,
     crossover of two random parents with probability ``cx_prob / (cx_prob + mut_prob)`` (needs two
     parents), otherwise a rule-based mutation of a random parent chosen by ``mutation_weights``.
     A child equal to a parent or an earlier child is drawn again, at most ``max_tries_per_child``
@@ -160,6 +168,17 @@ def breed(parents: Sequence[Genome], n_children: int, rng: random.Random, ctx: B
     if ctx.llm is not None and ctx.n_reflect > 0 and n_children > 0:
         for g in tb.reflect(parents[0], rng, n=min(ctx.n_reflect, n_children)):
             accept(g, "reflect", (0,))
+
+    # a parent that is not yet a few-shot prompt (fewer examples than tasks): first try whole few-shot sets,
+    # k = 2 and 1 per task alternately, each a different label-balanced draw (what a practitioner starts from)
+    n_tasks = len(tb.example_pool.tasks())
+    if n_tasks and len(parents[0].examples) < n_tasks and ctx.mutation_weights.get("fewshot_init", 0) > 0:
+        want = len(children) + min(ctx.n_fewshot_init, n_children - len(children))
+        for attempt in range(want * ctx.max_tries_per_child):
+            if len(children) >= want:
+                break
+            per_task = 2 if attempt % 2 == 0 else 1
+            accept(tb.fewshot_init(parents[0], rng, per_task=per_task), "fewshot_init", (0,))
 
     ops_names = [name for name, w in sorted(ctx.mutation_weights.items()) if w > 0]
     weights = [ctx.mutation_weights[n] for n in ops_names]

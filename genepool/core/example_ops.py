@@ -10,6 +10,9 @@ space one step at a time:
   shows least for that task;
 - ``drop_example_redundant``: drop one example of the task (and label) the genome shows most;
 - ``reorder_example``: move one example to another position;
+- ``fewshot_init``: a whole label-balanced set of ``k`` examples per task (tasks interleaved) with one-line
+  answers (stop ``"\\n"``): the starting point a practitioner would write by hand, drawn at random from
+  the pool so that siblings differ; used when a parent shows fewer examples than the agent has tasks;
 - ``tune_decoding``: set the stop sequence to ``"\\n"`` (one-line answers) or shrink ``max_tokens`` to
   the smallest allowed value that still fits the longest example answer (fewer wasted tokens).
 
@@ -223,3 +226,40 @@ def tune_decoding(g: Genome, rng: random.Random) -> Genome:
     if choice == "stop":
         return g.with_(params=Params(p.temperature, p.max_tokens, NEWLINE_STOP))
     return g.with_(params=Params(p.temperature, choice[1], p.stop))
+
+
+def fewshot_init(g: Genome, rng: random.Random, pool: ExamplePool, per_task: int = 2,
+                 max_examples: int = 10) -> Genome:
+    """Replace the examples by ``per_task`` label-balanced examples per task, tasks interleaved, and stop
+    answers at the first newline; ``per_task`` shrinks until the set fits ``max_examples``.
+
+    Labelled examples are preferred over bootstrapped ones (their labels are known right); within a label,
+    the draw is random (``rng``), so each call explores another example set of the same shape.
+    """
+    tasks = pool.tasks()
+    if not tasks or max_examples < 1:
+        return g
+    per_task = max(1, min(per_task, max_examples // len(tasks) or 1))
+    chosen: dict[str, list[PoolExample]] = {t: [] for t in tasks}
+    for _ in range(per_task):
+        for task in tasks:
+            used = {_norm(e.example.input) for e in chosen[task]}
+            cands = pool.for_task(task, used)
+            labelled = [c for c in cands if c.source == "labelled"]
+            cands = labelled or cands
+            if not cands:
+                continue
+            shown = Counter(c.label for c in chosen[task])
+            chosen[task].append(_balanced_pick(cands, shown, rng))
+    examples: list[Example] = []
+    for round_ in range(per_task):
+        order = list(tasks)
+        rng.shuffle(order)
+        for task in order:
+            if round_ < len(chosen[task]) and len(examples) < max_examples:
+                examples.append(chosen[task][round_].example)
+    if not examples:
+        return g
+    p = g.params
+    return g.with_(examples=tuple(examples), example_format="turns",
+                   params=Params(p.temperature, p.max_tokens, NEWLINE_STOP))
