@@ -11,10 +11,10 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import checks
-from assets.canary import canary_defs
 from assets.defs import checks_defs, generation_assets, generation_defs, metrics_defs, registry_assets, registry_defs
 from assets.production import production_defs
 from orchestration import environment, jobs
+from orchestration.canary import canary_defs
 from orchestration.environment import default_resources, llm_from_env, optimizer_from_env
 from orchestration.sensors import metric_threshold_sensor, run_failure_recorder, trace_ingest_sensor
 

@@ -71,7 +71,7 @@ class Thresholds:
     cooldown_minutes: float = 60.0  # no new generation of an agent sooner than this after its last one started
     max_generations_per_day: int = 4  # generations started by the sensor per agent in the last 24 hours
     max_retries: int = 2  # re-runs of a failed or cancelled generation before the sensor gives up on it
-    canary_items: int = 20  # train items the canary runs each new production prompt on (assets/canary.py); 0 = off
+    canary_items: int = 20  # train items the canary runs each new production prompt on (orchestration/canary.py)
 
 
 _FIELDS = {f for f in Thresholds.__dataclass_fields__}
@@ -164,7 +164,7 @@ def _agent_runs(instance: dg.DagsterInstance, job_name: str, agent: str, latest_
 
 
 def _canary_note(row: dict, th: Thresholds) -> str:
-    """How many of the agent's counted traces the canary made (assets/canary.py), for the skip reason."""
+    """How many of the agent's counted traces the canary made (orchestration/canary.py), for the skip reason."""
     version = row.get("production_prompt_version")
     of = f"v{version}" if version else "the production prompt"
     if th.canary_items == 0:

@@ -1,5 +1,6 @@
-"""The canary (assets/canary.py): after an approval, the new production prompt is run on fixed train items and
-stored as production traces (source 'canary'), so the threshold sensor watches the agent again without Langfuse.
+"""The canary (orchestration/canary.py): after an approval, the new production prompt is run on fixed train items
+and stored as production traces (source 'canary'), so the threshold sensor watches the agent again without
+Langfuse.
 
 Real PostgreSQL, real dbt (agent_health), the real asset, sensors and threshold logic on real contexts; the
 task model is a STUB OpenAI-compatible server on 127.0.0.1 (tests/stub_llm_server.py, echo answers).
@@ -12,10 +13,10 @@ import json
 import dagster as dg
 import pytest
 
-from assets.canary import CANARY_SOURCE, canary_sample, canary_sensor, production_canary
 from genepool import approval
 from genepool.agents import load_agent_benchmark
 from genepool.registry import PromptRegistry
+from orchestration.canary import CANARY_SOURCE, canary_sample, canary_sensor, production_canary
 from orchestration.sensors import build_metric_threshold_sensor, parse_thresholds
 from resources import LLMResource, PostgresResource
 from resources.dbt import dbt_resource

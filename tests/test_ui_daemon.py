@@ -149,3 +149,67 @@ def test_running_daemon_starts_a_generation_only_for_the_opted_in_agent(pg_serve
         stop_daemon(proc)
         instance.dispose()
     assert [r.tags["genepool/agent_type"] for r in instance.get_runs(dg.RunsFilter(job_name="generation_job"))] == [SD]
+
+
+@pytest.mark.timeout(600)
+def test_running_daemon_after_an_approval_runs_the_canary_refreshes_the_metrics_and_watches_the_agent(
+        pg_server_url, tmp_path):
+    """approval -> canary_sensor -> canary_job (production traces, source 'canary') -> trace_ingest_sensor ->
+    dbt metrics -> metric_threshold_sensor requests a generation for the new production prompt: no Langfuse."""
+    from genepool import approval
+    from genepool.agents import get_agent
+    from orchestration.canary import CANARY_SOURCE
+    from tests.stub_llm_server import StubLLMServer
+
+    db = Database(_new_database(pg_server_url, "gpc"))
+    migrate(db.url)
+    reg = PromptRegistry(db)
+    seed = reg.register(SD, get_agent(SD).seed_genome)
+    reg.label(seed.id, "production", "seed", "initial")
+    child = reg.register(SD, seed.genome.with_(instructions=(*seed.genome.instructions, "Be brief.")),
+                         parent_ids=[seed.id], generation=1, operator="add_instruction")
+    reg.label(child.id, "candidate", "genepool", "test")
+    approval.approve(db, child.id, "alice", "cheaper")  # the new production prompt has no trace at all
+
+    dagster_url = _new_database(pg_server_url, "dagc").replace("postgresql://", "postgresql+psycopg2://", 1)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(json.dumps({
+        "storage": {"postgres": {"postgres_url": dagster_url}}, "telemetry": {"enabled": False},
+    }))
+    (home / "workspace.yaml").write_text(json.dumps({
+        "load_from": [{"python_file": {"relative_path": str(ROOT / "tests" / "daemon_canary_location.py"),
+                                       "working_directory": str(ROOT), "location_name": "daemon_canary"}}],
+    }))
+    instance = dg.DagsterInstance.from_config(str(home))
+    log = home / "daemon.log"
+    with StubLLMServer() as stub:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "GENEPOOL_"))},
+            "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "stub-key",
+            "GENEPOOL_TEST_DB_URL": db.url, "GENEPOOL_TEST_LLM_URL": stub.base_url,
+            "GENEPOOL_THRESHOLDS": json.dumps({SD: {"min_success": 0.8, "min_runs": 5, "canary_items": 6,
+                                                    "cooldown_minutes": 0}}),
+        }
+        proc = start_daemon(home, env)
+        try:
+            [gen] = _wait("the threshold sensor to request a generation after the canary",
+                          lambda: instance.get_runs(dg.RunsFilter(job_name="generation_job")), 420, log)
+        finally:
+            stop_daemon(proc)
+    try:
+        [canary] = instance.get_runs(dg.RunsFilter(job_name="canary_job"))
+        assert canary.status == dg.DagsterRunStatus.SUCCESS and child.id in canary.tags["genepool/reason"]
+        rows = db.fetchall("SELECT prompt_id, prompt_version, partition_key FROM genepool.traces WHERE source = %s",
+                           (CANARY_SOURCE,))
+        assert len(rows) == 6 and {tuple(r.values()) for r in rows} == {(child.id, child.version, None)}
+        health = db.fetchone("SELECT * FROM genepool_metrics.agent_health WHERE agent_type = %s", (SD,))
+        assert (health["production_prompt_id"], health["runs"], health["canary_runs"]) == (child.id, 6, 6)
+        # the stub's echo answers fail the strict checkers: the new production prompt is unhealthy
+        assert gen.tags["genepool/reason"] == "success 0.00 < 0.80"
+        assert gen.tags["dagster/partition"] == f"{SD}|g0001"
+        # the metrics were refreshed by trace_ingest_sensor's runs (one may still be in flight when the daemon stops)
+        metrics = [r for r in instance.get_runs() if r.tags.get("genepool/trigger") == "trace_ingest"]
+        assert any(r.status == dg.DagsterRunStatus.SUCCESS for r in metrics), [r.status for r in metrics]
+    finally:
+        instance.dispose()

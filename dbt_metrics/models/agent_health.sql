@@ -7,7 +7,7 @@
 -- i.e. with a partition_key) are excluded, and so are genepool's experiment runs read back from Langfuse
 -- (their observation metadata names an experiment_id), so a generation never feeds the sensor that started it.
 -- Canary traces (source 'canary': genepool runs the production prompt on fixed train items after an approval,
--- assets/canary.py) are production traces and count; canary_runs says how many of runs they are.
+-- orchestration/canary.py) are production traces and count; canary_runs says how many of runs they are.
 {% set health_days = var('health_window_days', 7) | int %}
 
 with prompt_state as (

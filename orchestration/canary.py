@@ -17,6 +17,9 @@ already measured (and the LLM cache answers any repeated request), and nothing i
 ``canary_job`` materialises it; ``canary_sensor`` (on by default) requests it when an opted-in agent's
 production prompt changed (an approval: ``approval_job``, ``genepool approve``, the web page) and
 ``canary_schedule`` (daily) catches anything missed (an agent newly opted in, a larger ``canary_items``).
+
+It lives in orchestration/ (not assets/) because it reads the sensor's per-agent settings
+(``orchestration.sensors.parse_thresholds``), and assets/ never imports orchestration/.
 """
 
 # no `from __future__ import annotations`: Dagster reads the context annotation at runtime
@@ -31,6 +34,7 @@ import pandas as pd
 from genepool.core.benchmark import split_items
 from genepool.core.trace_schema import quarantine, store_traces, validate_traces
 from genepool.runner import BenchmarkRunner
+from orchestration.sensors import THRESHOLDS_ENV, parse_thresholds
 from resources import LLMResource, PostgresResource
 
 MONITORING = "monitoring"
@@ -58,8 +62,6 @@ def canary_sample(agent_type: str, n: int) -> list:
 
 def canary_agents() -> dict[str, int]:
     """Opted-in agents (GENEPOOL_THRESHOLDS) and their canary_items (0 = off)."""
-    from orchestration.sensors import THRESHOLDS_ENV, parse_thresholds
-
     table = parse_thresholds(os.environ.get(THRESHOLDS_ENV))
     return {agent: th.canary_items for agent, th in sorted(table.items())}
 
