@@ -467,11 +467,64 @@ def readme_table(folders: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def readme_summary(folders: list[Path]) -> str:
+    """Per agent, arm and budget: the mean over seeds, its range, and how many seeds beat ``hand_fewshot_k2``
+    significantly (exact McNemar p < 0.05 with a higher success rate), from the same compare.json files."""
+    lines = ["| agent | arm | budget | seeds | mean test success | range | significant wins / losses vs "
+             "hand_fewshot_k2 | mean tokens/item | mean rollouts |", "|---|---|---|---|---|---|---|---|---|"]
+    for folder in folders:
+        doc = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
+        ref = next((r for r in doc["results"] if r["arm"] == REFERENCE_ARM and r["status"] == "ok"), None)
+        ref_rate = (ref or {}).get("test", {}).get("success_rate")
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for r in doc["results"]:
+            if r["status"] == "ok" and r.get("test"):
+                groups[(r["arm"], r["budget"])].append(r)
+        order = sorted(groups, key=lambda k: (k[1] is not None, k[1] or 0,
+                                              _ARM_ORDER.index(k[0]) if k[0] in _ARM_ORDER else 99, k[0]))
+        for arm, budget in order:
+            rs = groups[(arm, budget)]
+            rates = [r["test"]["success_rate"] for r in rs]
+            wins = losses = 0
+            for r in rs:
+                p = r.get("paired_p_vs_hand_fewshot")
+                if p is not None and p < 0.05 and ref_rate is not None:
+                    wins += r["test"]["success_rate"] > ref_rate
+                    losses += r["test"]["success_rate"] < ref_rate
+            lines.append(
+                f"| {doc['agent_type']} | {arm} | {'-' if budget is None else budget} | {len(rs)} "
+                f"| {_pct(sum(rates) / len(rates))} | {_pct(min(rates))}–{_pct(max(rates))} "
+                f"| {'-' if arm == REFERENCE_ARM else f'{wins} / {losses}'} "
+                f"| {sum(r['test']['avg_tokens'] for r in rs) / len(rs):.0f} "
+                f"| {sum((r.get('optimize') or {}).get('rollouts', 0) for r in rs) / len(rs):.0f} |")
+    lines += ["", "Front members against the best other arm (highest test success; a tie goes to fewer tokens):", "",
+              "| agent | budget | seed | best other arm | its test success / tokens | most accurate genepool front "
+              "member with fewer tokens | as accurate and cheaper? |", "|---|---|---|---|---|---|---|"]
+    for folder in folders:
+        doc = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
+        ok = [r for r in doc["results"] if r["status"] == "ok" and r.get("test")]
+        for g in (r for r in ok if r["arm"] == "genepool"):
+            others = [r for r in ok if r["arm"] != "genepool" and (r["budget"] is None or r["budget"] == g["budget"])]
+            if not others:
+                continue
+            best = max(others, key=lambda r: (r["test"]["success_rate"], -r["test"]["avg_tokens"]))
+            bt, bs = best["test"]["avg_tokens"], best["test"]["success_rate"]
+            cheaper = [m for m in (g.get("extra") or {}).get("front", []) if m.get("test_avg_tokens", bt) < bt]
+            top = max(cheaper, key=lambda m: m["test_success"], default=None)
+            where = "" if best["budget"] is None else f" @ {best['budget']} seed {best.get('seed')}"
+            member = "-" if top is None else f"{_pct(top['test_success'])} / {top['test_avg_tokens']:.0f}"
+            verdict = "yes" if top is not None and top["test_success"] >= bs else "no"
+            lines.append(f"| {doc['agent_type']} | {g['budget']} | {g.get('seed')} | {best['arm']}{where} "
+                         f"| {_pct(bs)} / {bt:.0f} | {member} | {verdict} |")
+    return "\n".join(lines)
+
+
 # --- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--readme-table":
-        print(readme_table([Path(a) for a in argv[1:]] or sorted(p.parent for p in RESULTS_DIR.glob("*/compare.json"))))
+    if argv and argv[0] in ("--readme-table", "--readme-summary"):
+        folders = [Path(a) for a in argv[1:]] or sorted(p.parent for p in RESULTS_DIR.glob("*/compare.json"))
+        print((readme_table if argv[0] == "--readme-table" else readme_summary)(folders))
         return 0
     args = parse_args(argv)
     started = time.perf_counter()
