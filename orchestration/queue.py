@@ -3,7 +3,8 @@
 ``dagster_yaml(...)`` is the text `genepool dagster-home` writes to ``DAGSTER_HOME/dagster.yaml``:
 
 - storage on genepool's PostgreSQL;
-- the ``QueuedRunCoordinator`` with one ``tag_concurrency_limits`` rule on ``AGENT_TAG`` (one generation per
+- the ``QueuedRunCoordinator`` with ``tag_concurrency_limits`` rules on ``AGENT_TAG`` and on Dagster's own
+  ``dagster/partition/agent`` tag, so a run launched by hand from the asset graph is queued too (one generation per
   agent type at a time, different agent types in parallel, at most ``GENEPOOL_MAX_CONCURRENT_RUNS`` in all);
 - run monitoring on (a run whose worker died is marked failed; a redelivered run is ignored);
 - the run launcher: in-process subprocesses by default (``GENEPOOL_RUN_LAUNCHER`` unset or ``default``), or
@@ -21,6 +22,7 @@ import os
 
 # The same key the sensors put on the runs they request (orchestration/sensors.py AGENT_TAG).
 AGENT_TAG = "genepool/agent_type"
+PARTITION_AGENT_TAG = "dagster/partition/agent"  # Dagster's tag for the ``agent`` dimension of a partition key
 LAUNCHERS = ("default", "celery")
 # Above the longest generation: a Redis broker redelivers a task not acknowledged within this time.
 DEFAULT_VISIBILITY_TIMEOUT_S = 12 * 3600
@@ -144,6 +146,12 @@ def dagster_yaml(storage_url: str, env: dict[str, str] | None = None) -> str:
         f"    max_concurrent_runs: {_max_concurrent_runs(env)}",
         "    tag_concurrency_limits:",
         f"      - key: {json.dumps(AGENT_TAG)}",
+        "        value:",
+        "          applyLimitPerUniqueValue: true",
+        "        limit: 1",
+        # the tag Dagster itself puts on every run of an agent|generation partition: a run launched by hand from
+        # the asset graph carries no genepool tag, and is still queued behind a running generation of its agent
+        f"      - key: {json.dumps(PARTITION_AGENT_TAG)}",
         "        value:",
         "          applyLimitPerUniqueValue: true",
         "        limit: 1",

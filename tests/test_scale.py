@@ -89,7 +89,21 @@ def test_dagster_yaml_queues_one_generation_per_agent_with_run_monitoring(tmp_pa
     coord = cfg["run_coordinator"]
     assert coord["class"] == "QueuedRunCoordinator"
     assert coord["config"]["tag_concurrency_limits"] == [
-        {"key": AGENT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+        {"key": AGENT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
+        {"key": "dagster/partition/agent", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+    # what the daemon decides with it: a UI-launched run (only Dagster's partition tags) waits behind a running
+    # CLI generation of the same agent, a run of another agent does not
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    def run_tags(key: str, extra: dict) -> dg.DagsterRun:
+        agent, gen = key.split("|")
+        return dg.DagsterRun(job_name="generation_job", tags={
+            "dagster/partition": key, "dagster/partition/agent": agent, "dagster/partition/generation": gen, **extra})
+
+    running = run_tags("support-desk|g0001", {AGENT_TAG: "support-desk"})
+    counter = TagConcurrencyLimitsCounter(coord["config"]["tag_concurrency_limits"], [running])
+    assert counter.is_blocked(run_tags("support-desk|g0002", {}))
+    assert not counter.is_blocked(run_tags("critic|g0001", {}))
     assert cfg["run_monitoring"]["enabled"] is True
     assert "run_launcher" not in cfg  # the default launcher on one machine
     # Dagster accepts it (the instance is built from the file, its coordinator is the queued one)
