@@ -69,3 +69,21 @@ def test_paired_lower_bound_gates_small_gains():
     assert paired_lower_bound(many_more, prod, 0.9) > 0.15
     with pytest.raises(ValueError, match="share no"):
         paired_lower_bound({"x": True}, {"y": True})
+
+
+def test_readme_tables_are_the_committed_results():
+    """The README's benchmark tables are exactly what `python -m benchmarks.compare --readme-table` and
+    `--readme-summary` print from the committed benchmarks/results/<agent>/compare.json (no hand-edited figure)."""
+    from pathlib import Path
+
+    from benchmarks import compare
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    folders = sorted(p.parent for p in (root / "benchmarks" / "results").glob("*/compare.json"))  # as the CLI
+    assert {f.name for f in folders} >= {"support-desk", "critic"}
+    for name, render in (("bench-table", compare.readme_table), ("bench-summary", compare.readme_summary)):
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        assert start in readme and end in readme, f"README.md lacks the {start} ... {end} block"
+        block = readme.split(start, 1)[1].split(end, 1)[0].strip()
+        assert block == render(folders).strip(), f"README.md's {name} differs from the committed compare.json"
