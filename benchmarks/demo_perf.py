@@ -84,7 +84,9 @@ def measure(keep: bool = False) -> dict:
             }
         return {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                        # other work on the machine slows every call: the 1/5/15-minute load at the end of the run
+                        "load_average": [round(x, 2) for x in os.getloadavg()]},
             "model": "SmolLM2-135M-Instruct Q4_1 (llama.cpp, greedy)",
             "config": optimizer_from_env().config().to_dict(),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

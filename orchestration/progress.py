@@ -104,7 +104,7 @@ class RunProgress:
 
     def __init__(self, instance: dg.DagsterInstance, run_id: str, steps: Sequence[str] | int, db: Any = None,
                  partition_key: str | None = None, budget: int | None = None, interval_s: float = 1.0,
-                 out: Any = None):
+                 out: Any = None, lines_every_s: float = 15.0):
         self.instance, self.run_id, self.db, self.key, self.budget = instance, run_id, db, partition_key, budget
         self.steps = set(steps) if not isinstance(steps, int) else None
         self.total = len(self.steps) if self.steps is not None else int(steps)  # type: ignore[arg-type]
@@ -115,6 +115,11 @@ class RunProgress:
         self._thread = threading.Thread(target=self._loop, name="genepool-progress", daemon=True)
         self._last = ""
         self._t0 = time.monotonic()
+        # plain lines: one when the step or the candidate changes, otherwise (LLM calls ticking) at most one per
+        # ``lines_every_s``, so a piped console (CI, `make demo | tee`) gets dozens of lines, not one per call
+        self.lines_every_s = lines_every_s
+        self._last_key: tuple = ()
+        self._last_emit = float("-inf")
         self._records = _CandidateRecords(partition_key)
         self._logger = logging.getLogger("genepool")
         self._old_level = self._logger.level
@@ -185,15 +190,20 @@ class RunProgress:
             self.out.write(f"{line} · {time.monotonic() - self._t0:.0f} s\n")
             self.out.flush()
 
-    def _tick(self) -> None:
+    def _tick(self, final: bool = False) -> None:
         try:
             state = self.snapshot()
         except Exception:  # progress is best effort: never break the run for a display
             return
         line = state.line()
-        if line != self._last:
-            self._last = line
-            self._emit(state)
+        if line == self._last:
+            return
+        key = (state.steps_done, state.running, state.candidates_done, state.candidates_total)
+        now = time.monotonic()
+        if self.mode != "bar" and not final and key == self._last_key and now - self._last_emit < self.lines_every_s:
+            return
+        self._last, self._last_key, self._last_emit = line, key, now
+        self._emit(state)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -211,7 +221,7 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self._tick()  # the final state, also when the run was faster than one interval
+        self._tick(final=True)  # the final state, also when the run was faster than one interval
         if self._bar is not None:
             self._bar.stop()
         self._logger.removeHandler(self._records)
