@@ -470,10 +470,10 @@ def readme_table(folders: list[Path]) -> str:
 def readme_summary(folders: list[Path]) -> str:
     """Per agent, arm and budget: the mean over seeds, its range, and how many seeds beat ``hand_fewshot_k2``
     significantly (exact McNemar p < 0.05 with a higher success rate), from the same compare.json files."""
+    docs = [json.loads((folder / "compare.json").read_text(encoding="utf-8")) for folder in folders]
     lines = ["| agent | arm | budget | seeds | mean test success | range | significant wins / losses vs "
              "hand_fewshot_k2 | mean tokens/item | mean rollouts |", "|---|---|---|---|---|---|---|---|---|"]
-    for folder in folders:
-        doc = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
+    for doc in docs:
         ref = next((r for r in doc["results"] if r["arm"] == REFERENCE_ARM and r["status"] == "ok"), None)
         ref_rate = (ref or {}).get("test", {}).get("success_rate")
         groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -500,8 +500,7 @@ def readme_summary(folders: list[Path]) -> str:
     lines += ["", "Front members against the best other arm (highest test success; a tie goes to fewer tokens):", "",
               "| agent | budget | seed | best other arm | its test success / tokens | most accurate genepool front "
               "member with fewer tokens | as accurate and cheaper? |", "|---|---|---|---|---|---|---|"]
-    for folder in folders:
-        doc = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
+    for doc in docs:
         ok = [r for r in doc["results"] if r["status"] == "ok" and r.get("test")]
         for g in (r for r in ok if r["arm"] == "genepool"):
             others = [r for r in ok if r["arm"] != "genepool" and (r["budget"] is None or r["budget"] == g["budget"])]

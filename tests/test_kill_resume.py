@@ -70,6 +70,20 @@ def check_resumed_like_a_clean_run(db: Database, answered: set[str], last: int, 
             "new_calls_after_resume": sum(not r["cached"] for r in new)}
 
 
+def wait_until_into_experiments(db: Database, proc: subprocess.Popen, calls: int = 8, timeout_s: float = 120) -> None:
+    """Block until the child generation has made ``calls`` experiment calls (well into that step), failing if it
+    ends first or takes longer than ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        n = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE partition_key = %s"
+                        " AND purpose = 'experiment'", (KEY,))["n"]
+        if n >= calls:
+            return
+        assert proc.poll() is None, f"the child ended before the experiments: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the child never reached the experiments step"
+        time.sleep(0.02)
+
+
 def _child(db_url: str, delay: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(CHILD), db_url, "support-desk", "1", str(delay)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -78,15 +92,7 @@ def _child(db_url: str, delay: float) -> subprocess.Popen:
 @pytest.mark.probe
 def test_generation_killed_during_experiments_resumes_from_the_cache(db, db_url, fresh_database_url, probe):
     proc = _child(db_url, 0.05)
-    deadline = time.monotonic() + 120
-    while True:  # kill it once it is well into the experiments step
-        n = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE partition_key = %s"
-                        " AND purpose = 'experiment'", (KEY,))["n"]
-        if n >= 8:
-            break
-        assert proc.poll() is None, f"the child ended before the experiments: {proc.communicate()}"
-        assert time.monotonic() < deadline, "the child never reached the experiments step"
-        time.sleep(0.02)
+    wait_until_into_experiments(db, proc)  # then kill it
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL

@@ -10,17 +10,19 @@ same data folder the same command finishes from the LLM cache, row for row the s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from generation_child import CONFIG
 from psycopg.rows import dict_row
-from test_kill_resume import KEY, ROWS, answered_so_far, check_resumed_like_a_clean_run
+from test_kill_resume import KEY, ROWS, answered_so_far, check_resumed_like_a_clean_run, wait_until_into_experiments
 
 from genepool import db as postgres
 from genepool import store
@@ -44,6 +46,22 @@ def _start(pgdata: Path) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+@contextlib.contextmanager
+def own_server(pgdata: Path, *databases: str) -> Iterator[tuple[str, ...]]:
+    """An embedded PostgreSQL of the test's own on ``pgdata`` (the test stops and restarts it), with ``databases``
+    created; yields their URLs and stops the server at the end, whatever happened."""
+    if os.environ.get("GENEPOOL_TEST_DATABASE_URL"):
+        pytest.skip("starts and stops its own embedded PostgreSQL")
+    server = _start(pgdata)
+    try:
+        with psycopg.connect(server, autocommit=True) as conn:
+            for name in databases:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        yield tuple(postgres._with_database(server, name) for name in databases)
+    finally:
+        postgres.stop_embedded(pgdata, timeout=60)
+
+
 def _child(db_url: str, delay: float) -> subprocess.Popen:
     env = {**os.environ, "GENEPOOL_DATABASE_URL": db_url}  # as `genepool run` would be configured
     return subprocess.Popen([sys.executable, str(CHILD), db_url, "support-desk", "1", str(delay)], cwd=ROOT, env=env,
@@ -53,26 +71,12 @@ def _child(db_url: str, delay: float) -> subprocess.Popen:
 @pytest.mark.probe
 @pytest.mark.timeout(600)
 def test_postgres_stopped_mid_generation_fails_clearly_and_the_rerun_resumes(tmp_path, fresh_database_url, probe):
-    if os.environ.get("GENEPOOL_TEST_DATABASE_URL"):
-        pytest.skip("starts and stops its own embedded PostgreSQL")
     pgdata = tmp_path / "pg"
-    server = _start(pgdata)
-    try:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE gp_stop")
-        url = postgres._with_database(server, "gp_stop")
+    with own_server(pgdata, "gp_stop") as (url,):
         migrate(url)
         db = Database(url)
         proc = _child(url, 0.05)
-        deadline = time.monotonic() + 120
-        while True:  # stop PostgreSQL once the child is well into the experiments step
-            n = db.fetchone("SELECT count(*) AS n FROM genepool.llm_calls WHERE partition_key = %s"
-                            " AND purpose = 'experiment'", (KEY,))["n"]
-            if n >= 8:
-                break
-            assert proc.poll() is None, f"the child ended before the experiments: {proc.communicate()}"
-            assert time.monotonic() < deadline, "the child never reached the experiments step"
-            time.sleep(0.02)
+        wait_until_into_experiments(db, proc)  # then stop PostgreSQL
         db.close()
         assert postgres.stop_embedded(pgdata, timeout=60)
         _, err = proc.communicate(timeout=120)
@@ -83,7 +87,7 @@ def test_postgres_stopped_mid_generation_fails_clearly_and_the_rerun_resumes(tmp
         assert line.startswith("genepool: ") and postgres.redact(url) in line, line
         assert "GENEPOOL_DATABASE_URL" in line and "run the command again" in line, line  # the fix
 
-        server = _start(pgdata)  # the same data folder
+        _start(pgdata)  # restart on the same data folder
         db = Database(url)
         assert not db.fetchall("SELECT 1 FROM genepool.front_members WHERE experiment_id = %s", (KEY,))  # unfinished
         answered, last = answered_so_far(db)
@@ -92,8 +96,6 @@ def test_postgres_stopped_mid_generation_fails_clearly_and_the_rerun_resumes(tmp
         assert again.returncode == 0, err2[-3000:]
         figures = check_resumed_like_a_clean_run(db, answered, last, fresh_database_url("pgstop_clean"))
         db.close()
-    finally:
-        postgres.stop_embedded(pgdata, timeout=60)
     probe("held: PostgreSQL stopped during experiments -> one genepool: line (server redacted, the fix), exit "
           f"{proc.returncode}; restarted, the same command finished from the cache, rows equal a clean run",
           calls_before_stop=len(answered), error=line, **figures)
@@ -110,15 +112,8 @@ def test_postgres_stopped_during_genepool_run_ends_in_one_line(tmp_path, probe):
 
     from tests.stub_llm_server import StubLLMServer
 
-    if os.environ.get("GENEPOOL_TEST_DATABASE_URL"):
-        pytest.skip("starts and stops its own embedded PostgreSQL")
     pgdata = tmp_path / "pg"
-    server = _start(pgdata)
-    try:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE gp_cli")
-            conn.execute("CREATE DATABASE dagster_cli")
-        url, dagster_url = (postgres._with_database(server, n) for n in ("gp_cli", "dagster_cli"))
+    with own_server(pgdata, "gp_cli", "dagster_cli") as (url, dagster_url):
         settings = {k: v for k, v in dataclasses.asdict(CONFIG).items() if k in (
             "seed", "trace_items", "population_size", "n_targets", "n_controls", "validate_top", "validation_items",
             "test_items", "max_rollouts")}
@@ -183,8 +178,6 @@ def test_postgres_stopped_during_genepool_run_ends_in_one_line(tmp_path, probe):
         spent = store.generation_spend(spent_db, KEY).llm_calls
         spent_db.close()
         assert spent == paid  # the stopped run's calls count in the spend, none lost
-    finally:
-        postgres.stop_embedded(pgdata, timeout=60)
     probe("held: PostgreSQL (genepool and Dagster storage) stopped during `genepool run` -> one genepool: line, exit 2,"
           " no traceback; restarted, the same command resumed the generation from the cache",
           rows_lost=0, rows_duplicated=duplicated, new_llm_calls_on_resume=len(repeated),

@@ -102,6 +102,19 @@ def _dismiss_popups(driver) -> None:
         time.sleep(0.5)
 
 
+def _click_first(driver, xpath: str, settle_s: float = 3) -> None:
+    """Click the first element of ``xpath`` that takes the click (some are covered or stale), then let it settle."""
+    from selenium.webdriver.common.by import By
+
+    for el in driver.find_elements(By.XPATH, xpath):
+        try:
+            el.click()
+            break
+        except Exception:
+            continue
+    time.sleep(settle_s)
+
+
 def _shot(
     driver,
     url: str,
@@ -132,22 +145,9 @@ def _shot(
                 continue
         time.sleep(1)
     if click_button:
-        for el in driver.find_elements(By.XPATH, f"//button[contains(., '{click_button}')]"):
-            try:
-                el.click()
-                break
-            except Exception:
-                continue
-        time.sleep(3)
+        _click_first(driver, f"//button[contains(., '{click_button}')]")
     if open_markdown:  # long markdown (an embedded PNG) sits behind a "[Show Markdown]" link: open it
-        xpath = f"//tr[td[contains(., '{open_markdown}')]]//*[contains(text(), 'Show Markdown')]"
-        for el in driver.find_elements(By.XPATH, xpath):
-            try:
-                el.click()
-                break
-            except Exception:
-                continue
-        time.sleep(3)
+        _click_first(driver, f"//tr[td[contains(., '{open_markdown}')]]//*[contains(text(), 'Show Markdown')]")
     else:
         _dismiss_popups(driver)
     path = OUT / name

@@ -105,7 +105,7 @@ def generation_rng(seed: int, agent_type: str, generation: int) -> random.Random
     return random.Random(int.from_bytes(digest[:16], "big"))
 
 
-def make_toolbox(ctx: BreedContext) -> base.Toolbox:
+def make_toolbox(ctx: BreedContext, pool: xops.ExamplePool | None = None) -> base.Toolbox:
     """A DEAP toolbox with every operator registered, bound to the context."""
     tb = base.Toolbox()
     tb.register("mate", ops.crossover)
@@ -124,8 +124,7 @@ def make_toolbox(ctx: BreedContext) -> base.Toolbox:
     )
     tb.register("drop_example", ops.drop_example)
     tb.register("mutate_params", ops.mutate_params)
-    pool = xops.ExamplePool(ctx.labelled, ctx.successes, ctx.forbidden_inputs)
-    tb.example_pool = pool  # type: ignore[attr-defined]
+    pool = pool if pool is not None else xops.ExamplePool(ctx.labelled, ctx.successes, ctx.forbidden_inputs)
     tb.register("fewshot_init", xops.fewshot_init, pool=pool, max_examples=ctx.max_examples)
     tb.register("add_example", xops.add_example, pool=pool, clusters=ctx.clusters, max_examples=ctx.max_examples)
     tb.register("swap_example", xops.swap_example, pool=pool)
@@ -153,7 +152,8 @@ def breed(parents: Sequence[Genome], n_children: int, rng: random.Random, ctx: B
         raise ValueError("breed needs at least one parent genome")
     if n_children < 0:
         raise ValueError(f"n_children={n_children} must be >= 0")
-    tb = make_toolbox(ctx)
+    pool = xops.ExamplePool(ctx.labelled, ctx.successes, ctx.forbidden_inputs)
+    tb = make_toolbox(ctx, pool)
     seen = {p.fingerprint() for p in parents}
     children: list[Child] = []
 
@@ -171,7 +171,7 @@ def breed(parents: Sequence[Genome], n_children: int, rng: random.Random, ctx: B
 
     # a parent that is not yet a few-shot prompt (fewer examples than tasks): first try whole few-shot sets,
     # k = 2 and 1 per task alternately, each a different label-balanced draw (what a practitioner starts from)
-    n_tasks = len(tb.example_pool.tasks())
+    n_tasks = len(pool.tasks())
     if n_tasks and len(parents[0].examples) < n_tasks and ctx.mutation_weights.get("fewshot_init", 0) > 0:
         want = len(children) + min(ctx.n_fewshot_init, n_children - len(children))
         for attempt in range(want * ctx.max_tries_per_child):
