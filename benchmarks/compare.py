@@ -32,7 +32,7 @@ from genepool.config import DEFAULT_AGENT, default_seed
 from genepool.core.benchmark import Item, split_items
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-ALL_ARMS = ("majority", "hand_fewshot", "baseline", "genepool", "gepa-fair", "gepa", "dspy")
+ALL_ARMS = ("majority", "hand_fewshot", "knn_fewshot", "baseline", "genepool", "gepa-fair", "gepa", "dspy")
 REFERENCE_ARM = "hand_fewshot_k2"  # the paired test of every arm is against this control
 DEFAULT_BUDGETS = (300, 1000)
 QUICK_BUDGETS = (60,)  # the smallest budget that fits one genepool generation (40 traces + 12 targets + 8 controls)
@@ -185,6 +185,9 @@ def run_all(args: argparse.Namespace, ctx: ArmContext, on_result, previous: list
     if "hand_fewshot" in args.arms:
         for k in (1, 2):
             add(guarded(f"hand_fewshot_k{k}", None, fewshot_arm.run_hand_fewshot, ctx, k))
+    if "knn_fewshot" in args.arms:
+        for k in (2, 4):  # 4: the default of LangChain's similarity example selector
+            add(guarded(f"knn_fewshot_k{k}", None, fewshot_arm.run_knn_fewshot, ctx, k))
     if "baseline" in args.arms:
         add(guarded("baseline", None, baseline_arm.run, ctx))
     if "dspy" in args.arms:
@@ -206,7 +209,8 @@ def _key(r: ArmResult) -> tuple:
     return (r.arm, r.budget, r.seed)
 
 
-_ARM_ORDER = ("majority", "hand_fewshot_k1", "hand_fewshot_k2", "baseline", "dspy-labeled", "genepool", "gepa-fair",
+_ARM_ORDER = ("majority", "hand_fewshot_k1", "hand_fewshot_k2", "knn_fewshot_k2", "knn_fewshot_k4", "baseline",
+              "dspy-labeled", "genepool", "gepa-fair",
               "gepa", "dspy-random-search", "dspy-mipro-light", "dspy-mipro-demos")
 
 

@@ -33,6 +33,8 @@ class GenerationConfig:
     max_control_regressions: int = 0
     n_reflect: int = 0  # reflective (LLM) children per generation; needs a capable reflection model
     max_examples: int = 10  # few-shot turns a genome may hold (2 per task of the support-desk agent)
+    # examples a nearest-example pool may hold; a request shows only its example_select nearest the input
+    example_pool_size: int = 96
     examples_per_mine: int = 5  # examples one mining step adds (round-robin over the most failing tasks)
     min_improvement: float = 0.0  # a candidate must beat production on validation by more than this
     # significance gate: a child becomes `candidate` only when the one-sided lower confidence bound (this level)
@@ -60,6 +62,11 @@ class GenerationConfig:
         if self.promotion_confidence >= 1:
             raise ValueError(f"GenerationConfig.promotion_confidence={self.promotion_confidence!r} must be below 1 "
                              "(e.g. 0.9; 0 turns the significance gate off)")
+        from genepool.validation import MAX_EXAMPLES
+
+        if self.example_pool_size > MAX_EXAMPLES or self.max_examples > MAX_EXAMPLES:
+            raise ValueError(f"GenerationConfig.example_pool_size={self.example_pool_size} and max_examples="
+                             f"{self.max_examples} must be at most {MAX_EXAMPLES} (the genome's limit)")
         if self.min_improvement >= 1:
             raise ValueError(f"GenerationConfig.min_improvement={self.min_improvement!r} must be below 1 (a rate)")
 

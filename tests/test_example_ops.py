@@ -148,13 +148,21 @@ def test_fewshot_init_builds_a_label_balanced_set_per_task_with_one_line_answers
 
 
 def test_breed_starts_a_bare_seed_with_whole_fewshot_sets_and_not_a_fewshot_parent():
-    ctx = BreedContext(labelled=TRAIN, max_examples=10)
+    ctx = BreedContext(labelled=TRAIN, max_examples=10, max_pool=12)
     kids = breed([Genome(role="You classify.")], 6, generation_rng(1, "a", 1), ctx)
     init = kids[: ctx.n_fewshot_init]  # made first, before any random operator
-    assert [k.operator for k in init] == ["fewshot_init"] * ctx.n_fewshot_init
-    assert sorted(len(k.genome.examples) for k in init) == [2, 2, 4, 4]  # k = 1 and 2 per task, alternately
-    fewshot_parent = init[-1].genome
+    # nearest-example pools (k = 4, 2) and fixed sets (2 and 1 per task), interleaved
+    assert [k.operator for k in init] == ["knn_init", "fewshot_init"] * 2
+    assert [k.genome.example_select for k in init] == [4, 0, 2, 0]
+    assert [len(k.genome.examples) for k in init[1::2]] == [4, 2]
+    assert all(len(k.genome.examples) == 12 for k in init[::2])  # 6 per task, the pool's cap
+    fewshot_parent = init[1].genome
     later = breed([fewshot_parent], 6, generation_rng(1, "a", 2), BreedContext(labelled=TRAIN, max_examples=10))
-    assert [k.operator for k in later[: ctx.n_fewshot_init]] != ["fewshot_init"] * ctx.n_fewshot_init  # no phase
+    assert [k.operator for k in later[:2]] == ["knn_init", "knn_init"]  # not a pool yet: pools first
+    assert "fewshot_init" not in [k.operator for k in later[:2]]  # it is a few-shot prompt already
+    pool_parent = init[0].genome
+    again = breed([pool_parent], 6, generation_rng(1, "a", 3), BreedContext(labelled=TRAIN, max_examples=10))
+    assert [k.operator for k in again[:2]] != ["knn_init", "knn_init"]  # a pool already: no init phase
     off = BreedContext(labelled=TRAIN, mutation_weights={"mine_examples": 1.0})
-    assert all(k.operator != "fewshot_init" for k in breed([Genome(role="x")], 4, generation_rng(1, "a", 1), off))
+    assert all(k.operator not in ("fewshot_init", "knn_init")
+               for k in breed([Genome(role="x")], 4, generation_rng(1, "a", 1), off))

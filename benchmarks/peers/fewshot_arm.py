@@ -7,6 +7,10 @@
   labelled train examples per task as user/assistant chat turns, decoding ``stop=["\\n"]``. Examples are
   label-balanced (a label not yet shown for the task first) and, within a label, the shortest input;
   tasks are interleaved so none sits only at the far end of the context. Deterministic.
+- ``knn_fewshot_k{k}``: dynamic few-shot as a practitioner sets it up with a library (DSPy's KNNFewShot,
+  LangChain's similarity example selector): every labelled train example in a pool, each request showing
+  the ``k`` nearest its input as chat turns, stop ``"\n"``; the similarity is the word overlap genepool's
+  pool genomes use (``Genome.example_select``), so the arm differs from genepool only by not searching.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Sequence
 from benchmarks.peers.common import ArmContext, ArmResult, Stopwatch, evaluate_genome, evaluate_outputs
 from genepool.core.benchmark import Item
 from genepool.core.genome import Example, Genome, Params
+from genepool.validation import MAX_EXAMPLES
 
 HAND_STOP = ("\n",)
 
@@ -65,6 +70,15 @@ def hand_fewshot_genome(seed: Genome, train: Sequence[Item], k: int) -> Genome:
     )
 
 
+def knn_fewshot_genome(seed: Genome, train: Sequence[Item], k: int) -> Genome:
+    """Every labelled train example (in id order, at most the genome's limit) as a pool of the ``k`` nearest."""
+    if k < 1:
+        raise ValueError(f"k={k}: a nearest-example prompt shows at least 1 example")
+    pool = tuple(Example(it.input, str(it.expected)) for it in sorted(train, key=lambda i: i.id))[:MAX_EXAMPLES]
+    return seed.with_(examples=pool, example_format="turns", example_select=k,
+                      params=Params(temperature=0.0, max_tokens=seed.params.max_tokens, stop=HAND_STOP))
+
+
 def run_majority(ctx: ArmContext) -> ArmResult:
     sw = Stopwatch()
     labels = majority_labels(ctx.train)
@@ -87,4 +101,17 @@ def run_hand_fewshot(ctx: ArmContext, k: int) -> ArmResult:
         arm=f"hand_fewshot_k{k}", budget=None, status="ok", test=test.to_dict(), optimize=llm.summary("optimize"),
         wall_s={"optimize": 0.0, **sw.laps}, final_prompt=genome.to_dict(),
         extra={"examples": len(genome.examples), "test_calls": llm.summary("test")},
+    )
+
+
+def run_knn_fewshot(ctx: ArmContext, k: int) -> ArmResult:
+    llm = ctx.metered()
+    sw = Stopwatch()
+    genome = knn_fewshot_genome(ctx.seed_genome, ctx.train, k)
+    with sw.lap("test"):
+        test = evaluate_genome(llm, ctx.test, genome, purpose=f"bench:knn_fewshot_k{k}:test")
+    return ArmResult(
+        arm=f"knn_fewshot_k{k}", budget=None, status="ok", test=test.to_dict(), optimize=llm.summary("optimize"),
+        wall_s={"optimize": 0.0, **sw.laps}, final_prompt=genome.to_dict(),
+        extra={"examples": len(genome.examples), "shown_per_request": k, "test_calls": llm.summary("test")},
     )

@@ -45,6 +45,9 @@ DEFAULT_MUTATION_WEIGHTS: dict[str, float] = {
     # a whole new few-shot set: first for a parent that is not a few-shot prompt yet (see ``breed``), then,
     # rarely, as a restart for one that is
     "fewshot_init": 0.5,
+    # a pool of labelled examples shown as the k nearest the input (dynamic few-shot), and moves of k
+    "knn_init": 0.5,
+    "tune_select": 1.0,
 }
 
 
@@ -79,7 +82,8 @@ class BreedContext:
     forbidden_inputs: frozenset[str] = frozenset()
     partition_key: str | None = None
     max_tries_per_child: int = 25
-    n_fewshot_init: int = 4  # whole few-shot sets tried when the best parent is not a few-shot prompt yet
+    n_fewshot_init: int = 4  # whole example sets tried when the best parent is not a few-shot prompt (pool) yet
+    max_pool: int = 96  # examples a nearest-example pool may hold (GenerationConfig.example_pool_size)
     notes: list[str] = field(default_factory=list)  # why reflection replies were dropped, shortfalls
 
     def __post_init__(self) -> None:
@@ -95,8 +99,8 @@ class BreedContext:
                 f"BreedContext.mutation_weights has unknown operators {sorted(unknown)}; "
                 f"use {sorted(DEFAULT_MUTATION_WEIGHTS)}"
             )
-        if self.n_reflect < 0 or self.max_examples < 0:
-            raise ValueError("BreedContext.n_reflect and max_examples must be >= 0")
+        if self.n_reflect < 0 or self.max_examples < 0 or self.max_pool < 0:
+            raise ValueError("BreedContext.n_reflect, max_examples and max_pool must be >= 0")
 
 
 def generation_rng(seed: int, agent_type: str, generation: int) -> random.Random:
@@ -126,7 +130,15 @@ def make_toolbox(ctx: BreedContext, pool: xops.ExamplePool | None = None) -> bas
     tb.register("mutate_params", ops.mutate_params)
     pool = pool if pool is not None else xops.ExamplePool(ctx.labelled, ctx.successes, ctx.forbidden_inputs)
     tb.register("fewshot_init", xops.fewshot_init, pool=pool, max_examples=ctx.max_examples)
-    tb.register("add_example", xops.add_example, pool=pool, clusters=ctx.clusters, max_examples=ctx.max_examples)
+    tb.register("knn_init", xops.knn_init, pool=pool, max_pool=ctx.max_pool)
+    tb.register("tune_select", xops.tune_select, max_examples=ctx.max_examples)
+
+    def add_example(g: Genome, rng: random.Random) -> Genome:
+        # a pool may grow to max_pool, a fixed set to max_examples
+        cap = ctx.max_pool if g.example_select else ctx.max_examples
+        return xops.add_example(g, rng, pool=pool, clusters=ctx.clusters, max_examples=cap)
+
+    tb.register("add_example", add_example)
     tb.register("swap_example", xops.swap_example, pool=pool)
     tb.register("drop_example_redundant", xops.drop_example_redundant, pool=pool)
     tb.register("reorder_example", xops.reorder_example)
@@ -169,16 +181,23 @@ def breed(parents: Sequence[Genome], n_children: int, rng: random.Random, ctx: B
         for g in tb.reflect(parents[0], rng, n=min(ctx.n_reflect, n_children)):
             accept(g, "reflect", (0,))
 
-    # a parent that is not yet a few-shot prompt (fewer examples than tasks): first try whole few-shot sets,
-    # k = 2 and 1 per task alternately, each a different label-balanced draw (what a practitioner starts from)
+    # whole example sets first, each a different label-balanced draw: for a parent that is not yet a few-shot
+    # prompt (fewer examples than tasks), fixed sets of k = 2 and 1 per task (what a practitioner starts from);
+    # for one that is not yet a nearest-example pool, pools showing the 4 and 2 nearest examples; interleaved
     n_tasks = len(pool.tasks())
+    inits: list[tuple[str, Any]] = []
+    if n_tasks and not parents[0].example_select and ctx.mutation_weights.get("knn_init", 0) > 0:
+        inits += [("knn_init", {"k": 4}), ("knn_init", {"k": 2})]
     if n_tasks and len(parents[0].examples) < n_tasks and ctx.mutation_weights.get("fewshot_init", 0) > 0:
+        fixed = [("fewshot_init", {"per_task": 2}), ("fewshot_init", {"per_task": 1})]
+        inits = [x for pair in zip(inits, fixed, strict=True) for x in pair] if inits else fixed
+    if inits:
         want = len(children) + min(ctx.n_fewshot_init, n_children - len(children))
         for attempt in range(want * ctx.max_tries_per_child):
             if len(children) >= want:
                 break
-            per_task = 2 if attempt % 2 == 0 else 1
-            accept(tb.fewshot_init(parents[0], rng, per_task=per_task), "fewshot_init", (0,))
+            op, kwargs = inits[attempt % len(inits)]
+            accept(getattr(tb, op)(parents[0], rng, **kwargs), op, (0,))
 
     ops_names = [name for name, w in sorted(ctx.mutation_weights.items()) if w > 0]
     weights = [ctx.mutation_weights[n] for n in ops_names]

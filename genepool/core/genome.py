@@ -4,6 +4,12 @@ A genome is what evolution mutates: a role line, a list of instructions, few-sho
 decoding parameters. ``genome.content()`` is the Jinja2 template of the system message that is
 stored in the registry; few-shot examples are rendered as user/assistant chat turns (or inline in
 the system message when ``example_format == "inline"``), which matters a lot for small models.
+
+``example_select = k > 0`` makes the examples a pool: each request shows only the ``k`` examples whose
+input shares the most words with the user's input (Jaccard overlap of lower-cased word sets, ties by
+pool order, the most similar last, next to the question), never one whose input *is* the user's input
+(so a score on an item of the pool is not a lookup of its own answer). It is a pure function of the
+genome and the input: the same request, and the same cache key, on every machine.
 """
 
 from __future__ import annotations
@@ -35,6 +41,27 @@ ALLOWED_VARIABLES: tuple[str, ...] = ("agent_type", "today")
 # Dummy values of ``render_check`` (the syntax/sandbox check made before a genome is stored).
 CHECK_VALUES: dict[str, Any] = {"agent_type": "agent", "today": "2026-01-01"}
 EXAMPLE_FORMATS = ("turns", "inline")
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def nearest_examples(examples: tuple[Example, ...], user_input: str, k: int) -> tuple[Example, ...]:
+    """The ``k`` examples most similar to ``user_input`` (word-set Jaccard), least similar first, in a stable
+    order; an example whose input equals ``user_input`` (whitespace and case aside) is never chosen."""
+    target = _words(user_input)
+    norm = " ".join(user_input.split()).lower()
+    scored = []
+    for i, e in enumerate(examples):
+        if " ".join(e.input.split()).lower() == norm:
+            continue
+        w = _words(e.input)
+        union = len(target | w)
+        scored.append((-(len(target & w) / union if union else 0.0), i, e))
+    scored.sort(key=lambda t: (t[0], t[1]))
+    return tuple(e for _, _, e in reversed(scored[:k]))
 
 
 class GenomeError(ValueError):
@@ -61,6 +88,7 @@ class Genome:
     examples: tuple[Example, ...] = ()
     params: Params = field(default_factory=Params)
     example_format: str = "turns"  # "turns": chat turns; "inline": inside the system message
+    example_select: int = 0  # 0: every example is shown; k > 0: the k nearest the input (turns only)
 
     # --- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +96,8 @@ class Genome:
         d["instructions"] = list(self.instructions)
         d["examples"] = [asdict(e) for e in self.examples]
         d["params"] = {**asdict(self.params), "stop": list(self.params.stop)}
+        if not self.example_select:  # absent when 0: the JSON (and fingerprint) of every earlier genome is unchanged
+            del d["example_select"]
         return d
 
     @classmethod
@@ -77,10 +107,10 @@ class Genome:
             raise GenomeError(f"genome: is {type(d).__name__}; a genome is an object with at least 'role'")
         if "role" not in d:
             raise GenomeError("genome is missing field 'role'; a genome needs at least 'role'")
-        unknown = sorted(set(d) - {"role", "instructions", "examples", "params", "example_format"})
+        unknown = sorted(set(d) - {"role", "instructions", "examples", "params", "example_format", "example_select"})
         if unknown:
             raise GenomeError(f"genome: unknown field(s) {unknown}; allowed are role, instructions, examples, params, "
-                              "example_format")
+                              "example_format, example_select")
         if not isinstance(d["role"], str):
             raise GenomeError(f"role: is {type(d['role']).__name__}; write it as a string")
         instructions = d.get("instructions", [])
@@ -102,6 +132,10 @@ class Genome:
         example_format = d.get("example_format", "turns")
         if example_format not in EXAMPLE_FORMATS:
             raise GenomeError(f"example_format: is {example_format!r}; use one of {EXAMPLE_FORMATS}")
+        select = d.get("example_select", 0)
+        if not isinstance(select, int) or isinstance(select, bool) or not 0 <= select <= MAX_EXAMPLES:
+            raise GenomeError(f"example_select: is {select!r}; use an integer from 0 (show every example) "
+                              f"to {MAX_EXAMPLES} (show that many nearest the input)")
         return cls(
             role=d["role"],
             instructions=tuple(instructions),
@@ -112,6 +146,7 @@ class Genome:
                 stop=tuple(params.get("stop", ())),
             ),
             example_format=example_format,
+            example_select=select,
         )
 
     def canonical_json(self) -> str:
@@ -147,11 +182,17 @@ class Genome:
         system = render_system(self, variables)
         msgs = [{"role": "system", "content": system}]
         if self.example_format == "turns":
-            for e in self.examples:
+            for e in self.shown_examples(user_input):
                 msgs.append({"role": "user", "content": e.input})
                 msgs.append({"role": "assistant", "content": e.output})
         msgs.append({"role": "user", "content": user_input})
         return msgs
+
+    def shown_examples(self, user_input: str) -> tuple[Example, ...]:
+        """The few-shot examples a request with ``user_input`` shows (all, or the ``example_select`` nearest)."""
+        if self.example_select <= 0:
+            return self.examples
+        return nearest_examples(self.examples, user_input, self.example_select)
 
 
 _MARKUP = re.compile(r"\{[{%#]")
@@ -185,6 +226,12 @@ def limit_problems(genome: Genome) -> list[tuple[str, str]]:
     out += params_problems({"temperature": p.temperature, "max_tokens": p.max_tokens, "stop": list(p.stop)})
     if genome.example_format not in EXAMPLE_FORMATS:
         out.append(("example_format", f"is {genome.example_format!r}; use one of {EXAMPLE_FORMATS}"))
+    select = genome.example_select
+    if not isinstance(select, int) or isinstance(select, bool) or not 0 <= select <= MAX_EXAMPLES:
+        out.append(("example_select", f"is {select!r}; use an integer from 0 to {MAX_EXAMPLES}"))
+    elif select and genome.example_format != "turns":
+        out.append(("example_select", f"is {select} with example_format {genome.example_format!r}; nearest examples "
+                    "are chosen per request as chat turns: set example_format 'turns' or example_select 0"))
     if not out:
         size = len(genome.canonical_json())
         if size > MAX_GENOME_CHARS:

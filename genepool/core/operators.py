@@ -251,7 +251,8 @@ def drop_example(g: Genome, rng: random.Random) -> Genome:
 
 def mutate_params(g: Genome, rng: random.Random) -> Genome:
     """Change one of temperature, max_tokens, stop or example_format to a different allowed value."""
-    field = rng.choice(("temperature", "max_tokens", "stop", "example_format"))
+    # a nearest-example pool is chosen per request as chat turns: its example_format stays "turns"
+    field = rng.choice(("temperature", "max_tokens", "stop") + (() if g.example_select else ("example_format",)))
     p = g.params
     if field == "temperature":
         return g.with_(params=Params(rng.choice([t for t in TEMPERATURES if t != p.temperature]), p.max_tokens, p.stop))
@@ -296,12 +297,18 @@ def crossover(g1: Genome, g2: Genome, rng: random.Random) -> tuple[Genome, Genom
         return getattr(src.params, name)
 
     def child(first: bool, instr: tuple, ex: tuple) -> Genome:
+        # the examples of a nearest-example pool parent stay a pool (never all shown at once)
+        select = max(g1.example_select, g2.example_select)
+        fixed = max([len(g.examples) for g in (g1, g2) if not g.example_select], default=-1)
+        if select and len(ex) <= fixed and rng.random() < 0.5:
+            select = 0
         return Genome(
             role=pick("role", first),
             instructions=instr,
             examples=ex,
             params=Params(pick("temperature", first), pick("max_tokens", first), pick("stop", first)),
-            example_format=pick("example_format", first),
+            example_format="turns" if select else pick("example_format", first),
+            example_select=min(select, max(len(ex) - 1, 0)) if select else 0,
         )
 
     return child(True, i1, e1), child(False, i2, e2)

@@ -144,7 +144,10 @@ def sanity_check(
         reasons.append("role: looks like nonsense (mostly non-letters or repeated words)")
 
     turns = genome.examples if genome.example_format == "turns" else ()
-    total = len(rendered) + sum(len(e.input) + len(e.output) for e in turns)
+    sizes = sorted((len(e.input) + len(e.output) for e in turns), reverse=True)
+    if genome.example_select:  # a pool: a request shows at most the example_select longest
+        sizes = sizes[: genome.example_select]
+    total = len(rendered) + sum(sizes)
     if total > max_chars:
         reasons.append(f"length: prompt is {total} characters, over max_chars={max_chars}; drop rules or examples")
 

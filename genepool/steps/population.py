@@ -98,6 +98,7 @@ def mutate_population(gen: Generation, traces: TraceSet, clusters: FailureCluste
             llm=reflect,
             n_reflect=gen.config.n_reflect if reflect is not None else 0,
             max_examples=gen.config.max_examples,
+            max_pool=gen.config.example_pool_size,
             examples_per_mine=gen.config.examples_per_mine,
             forbidden_inputs=frozenset(i.input for i in heldout),
             partition_key=gen.key,
