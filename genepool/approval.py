@@ -85,6 +85,8 @@ def langfuse_hook(langfuse: Any) -> Callable[[PromptRecord], Any] | None:
                 "params": record.params,
                 "examples": [{"input": e.input, "output": e.output} for e in record.genome.examples],
                 "example_format": record.genome.example_format,
+                # > 0: the examples are a pool; send only that many nearest the input (genepool.core.genome)
+                "example_select": record.genome.example_select,
             },
         )
 
@@ -147,6 +149,8 @@ def genome_dump(record: PromptRecord) -> str:
     lines = ["[system]", *block(record.content), ""]
     if g.examples:
         where = "turns" if g.example_format == "turns" else "inline in the system message"
+        if g.example_select:
+            where = f"a pool; each request shows the {g.example_select} whose input is nearest its own, as turns"
         lines.append(f"[few-shot examples: {where}]")
         for i, e in enumerate(g.examples, 1):
             lines.append(f"  #{i} user:")
@@ -164,6 +168,8 @@ def genome_dump(record: PromptRecord) -> str:
         f"    stop: {json.dumps(list(p.stop), ensure_ascii=False)}",
         f"    example_format: {g.example_format}",
     ]
+    if g.example_select:
+        lines.append(f"    example_select: {g.example_select}")
     return "\n".join(lines) + "\n"
 
 

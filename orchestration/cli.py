@@ -314,7 +314,9 @@ def print_summary(out: dict, db, wall: float) -> None:
         rec = reg.get(best.prompt_id)
         print(f"  best: {rec.id} v{rec.version} via {rec.operator}, parents {', '.join(rec.parent_ids)}")
         g = rec.genome
-        print(f"        {len(g.instructions)} rules, {len(g.examples)} few-shot turns ({g.example_format}), "
+        shots = (f"a pool of {len(g.examples)} examples, the {g.example_select} nearest the input as turns"
+                 if g.example_select else f"{len(g.examples)} few-shot turns ({g.example_format})")
+        print(f"        {len(g.instructions)} rules, {shots}, "
               f"max_tokens={g.params.max_tokens}, stop={list(g.params.stop)}")
     else:
         print("No front member beat production on validation this generation (nothing proposed).")

@@ -121,3 +121,19 @@ def test_pool_moves_that_would_be_no_ops_or_invalid_are_not_made():
             assert not limit_problems(c)
             if len(c.examples) > 2:  # more examples than the fixed parent shows: still a pool
                 assert c.example_select > 0
+
+
+def test_the_approval_dump_says_a_pool_shows_only_the_nearest():
+    from datetime import UTC, datetime
+
+    from genepool.approval import genome_dump
+    from genepool.registry import PromptRecord
+
+    g = Genome(role="You help.", examples=POOL_EXAMPLES, example_select=2)
+    rec = PromptRecord("p1", "support-desk", "v1", g.content(), g, (), None, 1, "knn_init", datetime.now(UTC))
+    dump = genome_dump(rec)
+    assert "[few-shot examples: a pool; each request shows the 2 whose input is nearest its own, as turns]" in dump
+    assert "    example_select: 2" in dump
+    assert "example_select" not in genome_dump(PromptRecord("p0", "support-desk", "v0", "x",
+                                                            g.with_(example_select=0), (), None, 0, "seed",
+                                                            datetime.now(UTC)))
