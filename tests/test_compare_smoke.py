@@ -151,6 +151,37 @@ def test_majority_and_hand_fewshot_arms_with_a_test_double():
     assert hand.extra["test_calls"]["calls"] == 3 and hand.rollouts == 0
 
 
+class RecordingClient(FakeClient):
+    """Test double that also keeps the messages of every request."""
+
+    def __init__(self, answers: list[str]):
+        super().__init__(answers)
+        self.sent: list[list[dict[str, str]]] = []
+
+    def chat(self, messages, params=None, *, purpose="", partition_key=None):
+        self.sent.append(messages)
+        return super().chat(messages, params, purpose=purpose, partition_key=partition_key)
+
+
+def test_knn_fewshot_arm_sends_each_item_its_nearest_train_examples():
+    from benchmarks.peers import fewshot_arm
+
+    train = [Item("t1", "Rate the priority: the server is down", "high", "exact_label", "train", "prio", {}),
+             Item("t2", "Classify the sentiment: I love it", "positive", "exact_label", "train", "sent", {}),
+             Item("t3", "Rate the priority: change my email", "low", "exact_label", "train", "prio", {})]
+    test = [Item("x1", "Classify the sentiment: I love the lamp", "positive", "exact_label", "test", "sent", {}),
+            Item("x2", "Rate the priority: the site is down", "high", "exact_label", "test", "prio", {})]
+    client = RecordingClient(["positive", "low"])
+    ctx = ArmContext("support-desk", Genome(role="You classify."), train, [], test, client, seed=1)
+    res = fewshot_arm.run_knn_fewshot(ctx, 1)
+    assert res.arm == "knn_fewshot_k1" and res.test["outcomes"] == [1, 0] and res.rollouts == 0
+    assert res.final_prompt["example_select"] == 1 and len(res.final_prompt["examples"]) == 3
+    shown = [[m["content"] for m in msgs if m["role"] == "assistant"] for msgs in client.sent]
+    assert shown == [["positive"], ["high"]]  # the one nearest example of each item's own task
+    with pytest.raises(ValueError, match="k=0"):
+        fewshot_arm.knn_fewshot_genome(Genome(role="x"), train, 0)
+
+
 def ctx_with(ctx: ArmContext, client) -> ArmContext:
     from dataclasses import replace
 
