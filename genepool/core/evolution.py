@@ -152,9 +152,11 @@ def make_toolbox(ctx: BreedContext, pool: xops.ExamplePool | None = None) -> bas
 def breed(parents: Sequence[Genome], n_children: int, rng: random.Random, ctx: BreedContext) -> list[Child]:
     """Make up to ``n_children`` distinct children of ``parents`` (best parent first).
 
-    Order of work: reflection on ``parents[0]`` (if ``ctx.llm`` and ``ctx.n_reflect``), then, when
-    ``parents[0]`` shows fewer examples than the pool has tasks, up to ``n_fewshot_init`` whole few-shot
-    sets (``example_ops.fewshot_init``, k = 2 and 1 per task alternately), then, per slot,
+    Order of work: reflection on ``parents[0]`` (if ``ctx.llm`` and ``ctx.n_reflect``), then up to
+    ``n_fewshot_init`` whole example sets: nearest-example pools showing 4 and 2 examples
+    (``example_ops.knn_init``) when ``parents[0]`` is not a pool yet, interleaved with fixed few-shot sets of
+    2 and 1 per task (``example_ops.fewshot_init``) when it shows fewer examples than the pool has tasks;
+    then, per slot,
     crossover of two random parents with probability ``cx_prob / (cx_prob + mut_prob)`` (needs two
     parents), otherwise a rule-based mutation of a random parent chosen by ``mutation_weights``.
     A child equal to a parent or an earlier child is drawn again, at most ``max_tries_per_child``
