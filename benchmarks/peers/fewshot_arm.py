@@ -91,27 +91,23 @@ def run_majority(ctx: ArmContext) -> ArmResult:
     )
 
 
-def run_hand_fewshot(ctx: ArmContext, k: int) -> ArmResult:
+def run_fixed_prompt(ctx: ArmContext, arm: str, genome: Genome, **extra: object) -> ArmResult:
+    """An arm that optimises nothing: ``genome`` scored on the test split (zero rollouts)."""
     llm = ctx.metered()
     sw = Stopwatch()
-    genome = hand_fewshot_genome(ctx.seed_genome, ctx.train, k)
     with sw.lap("test"):
-        test = evaluate_genome(llm, ctx.test, genome, purpose=f"bench:hand_fewshot_k{k}:test")
+        test = evaluate_genome(llm, ctx.test, genome, purpose=f"bench:{arm}:test")
     return ArmResult(
-        arm=f"hand_fewshot_k{k}", budget=None, status="ok", test=test.to_dict(), optimize=llm.summary("optimize"),
+        arm=arm, budget=None, status="ok", test=test.to_dict(), optimize=llm.summary("optimize"),
         wall_s={"optimize": 0.0, **sw.laps}, final_prompt=genome.to_dict(),
-        extra={"examples": len(genome.examples), "test_calls": llm.summary("test")},
+        extra={"examples": len(genome.examples), **extra, "test_calls": llm.summary("test")},
     )
+
+
+def run_hand_fewshot(ctx: ArmContext, k: int) -> ArmResult:
+    return run_fixed_prompt(ctx, f"hand_fewshot_k{k}", hand_fewshot_genome(ctx.seed_genome, ctx.train, k))
 
 
 def run_knn_fewshot(ctx: ArmContext, k: int) -> ArmResult:
-    llm = ctx.metered()
-    sw = Stopwatch()
-    genome = knn_fewshot_genome(ctx.seed_genome, ctx.train, k)
-    with sw.lap("test"):
-        test = evaluate_genome(llm, ctx.test, genome, purpose=f"bench:knn_fewshot_k{k}:test")
-    return ArmResult(
-        arm=f"knn_fewshot_k{k}", budget=None, status="ok", test=test.to_dict(), optimize=llm.summary("optimize"),
-        wall_s={"optimize": 0.0, **sw.laps}, final_prompt=genome.to_dict(),
-        extra={"examples": len(genome.examples), "shown_per_request": k, "test_calls": llm.summary("test")},
-    )
+    return run_fixed_prompt(ctx, f"knn_fewshot_k{k}", knn_fewshot_genome(ctx.seed_genome, ctx.train, k),
+                            shown_per_request=k)
