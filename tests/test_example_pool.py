@@ -32,7 +32,10 @@ def test_a_request_shows_the_k_nearest_examples_most_similar_last():
     # another input, other neighbours; the same input, the same messages (a stable cache key)
     assert g.shown_examples("Rate the priority of this ticket: my order is late") == (POOL_EXAMPLES[0],
                                                                                       POOL_EXAMPLES[4])
-    assert g.messages("x y") == g.messages("x y")
+    # equally near examples: the earlier in the pool counts as nearer (a stable order, the same cache key)
+    tie = Genome(role="You help.", examples=(Example("alpha beta", "1"), Example("alpha gamma", "2")), example_select=1)
+    assert tie.shown_examples("alpha") == (tie.examples[0],)
+    assert tie.with_(examples=tie.examples[::-1]).shown_examples("alpha") == (tie.examples[1],)
 
 
 def test_an_example_is_never_shown_for_its_own_input():

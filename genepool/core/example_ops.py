@@ -15,8 +15,9 @@ space one step at a time:
   the pool so that siblings differ; used when a parent shows fewer examples than the agent has tasks;
 - ``knn_init``: a label-balanced *pool* of up to ``max_pool`` labelled examples (every task) shown as the
   ``k`` nearest the input per request (``Genome.example_select``): dynamic few-shot, the structure that
-  lifts a small model most when the train split is large (validation of support-desk: 45% with two fixed
-  examples per task, 67% and 72% with the two and four nearest of the train split);
+  lifts a small model most when the train split is large (support-desk's held-out test in
+  ``benchmarks/results/support-desk/compare.json``: 44.7% with two fixed examples per task, 67.1% and
+  72.9% with the two and four nearest of the train split), and hurts it on critic (34.4% and 40.6%);
 - ``tune_select``: change ``k``, or turn a fixed set into a nearest-``k`` pool and back;
 - ``tune_decoding``: set the stop sequence to ``"\\n"`` (one-line answers) or shrink ``max_tokens`` to
   the smallest allowed value that still fits the longest example answer (fewer wasted tokens).
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genepool.core.clustering import FailureCluster
-from genepool.core.genome import Example, Genome, Params
+from genepool.core.genome import Example, Genome, Params, normalize_text
 from genepool.core.types import field_of
 
 MAX_TOKENS_CHOICES = (8, 16, 32, 48, 96)
@@ -45,8 +46,7 @@ SELECT_CHOICES = (1, 2, 3, 4, 6)  # nearest examples shown per request by a pool
 NEWLINE_STOP: tuple[str, ...] = ("\n",)
 
 
-def _norm(text: Any) -> str:
-    return " ".join(str(text).split()).lower()
+_norm = normalize_text
 
 
 def _as_output(value: Any) -> str:

@@ -48,14 +48,27 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower()))
 
 
+def normalize_text(text: object) -> str:
+    """``text`` with runs of whitespace as one space, lower-cased: how example inputs are compared."""
+    return " ".join(str(text).split()).lower()
+
+
+def select_problem(select: object) -> str | None:
+    """What is wrong with an ``example_select`` value, or None."""
+    if not isinstance(select, int) or isinstance(select, bool) or not 0 <= select <= MAX_EXAMPLES:
+        return (f"is {select!r}; use an integer from 0 (show every example) to {MAX_EXAMPLES} "
+                "(show that many nearest the input)")
+    return None
+
+
 def nearest_examples(examples: tuple[Example, ...], user_input: str, k: int) -> tuple[Example, ...]:
     """The ``k`` examples most similar to ``user_input`` (word-set Jaccard), least similar first, in a stable
     order; an example whose input equals ``user_input`` (whitespace and case aside) is never chosen."""
     target = _words(user_input)
-    norm = " ".join(user_input.split()).lower()
+    norm = normalize_text(user_input)
     scored = []
     for i, e in enumerate(examples):
-        if " ".join(e.input.split()).lower() == norm:
+        if normalize_text(e.input) == norm:
             continue
         w = _words(e.input)
         union = len(target | w)
@@ -133,9 +146,9 @@ class Genome:
         if example_format not in EXAMPLE_FORMATS:
             raise GenomeError(f"example_format: is {example_format!r}; use one of {EXAMPLE_FORMATS}")
         select = d.get("example_select", 0)
-        if not isinstance(select, int) or isinstance(select, bool) or not 0 <= select <= MAX_EXAMPLES:
-            raise GenomeError(f"example_select: is {select!r}; use an integer from 0 (show every example) "
-                              f"to {MAX_EXAMPLES} (show that many nearest the input)")
+        problem = select_problem(select)
+        if problem:
+            raise GenomeError(f"example_select: {problem}")
         return cls(
             role=d["role"],
             instructions=tuple(instructions),
@@ -227,8 +240,9 @@ def limit_problems(genome: Genome) -> list[tuple[str, str]]:
     if genome.example_format not in EXAMPLE_FORMATS:
         out.append(("example_format", f"is {genome.example_format!r}; use one of {EXAMPLE_FORMATS}"))
     select = genome.example_select
-    if not isinstance(select, int) or isinstance(select, bool) or not 0 <= select <= MAX_EXAMPLES:
-        out.append(("example_select", f"is {select!r}; use an integer from 0 to {MAX_EXAMPLES}"))
+    problem = select_problem(select)
+    if problem:
+        out.append(("example_select", problem))
     elif select and genome.example_format != "turns":
         out.append(("example_select", f"is {select} with example_format {genome.example_format!r}; nearest examples "
                     "are chosen per request as chat turns: set example_format 'turns' or example_select 0"))
