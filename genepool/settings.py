@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from genepool.core.budget import Budget
+from genepool.validation import MAX_EXAMPLES
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,6 @@ class GenerationConfig:
         if self.promotion_confidence >= 1:
             raise ValueError(f"GenerationConfig.promotion_confidence={self.promotion_confidence!r} must be below 1 "
                              "(e.g. 0.9; 0 turns the significance gate off)")
-        from genepool.validation import MAX_EXAMPLES
-
         if self.example_pool_size > MAX_EXAMPLES or self.max_examples > MAX_EXAMPLES:
             raise ValueError(f"GenerationConfig.example_pool_size={self.example_pool_size} and max_examples="
                              f"{self.max_examples} must be at most {MAX_EXAMPLES} (the genome's limit)")

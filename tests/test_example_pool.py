@@ -140,3 +140,12 @@ def test_the_approval_dump_says_a_pool_shows_only_the_nearest():
     assert "example_select" not in genome_dump(PromptRecord("p0", "support-desk", "v0", "x",
                                                             g.with_(example_select=0), (), None, 0, "seed",
                                                             datetime.now(UTC)))
+
+
+def test_the_pool_size_setting_is_bounded_by_the_genome_limit():
+    from genepool.settings import GenerationConfig
+    from genepool.validation import MAX_EXAMPLES
+
+    assert GenerationConfig(example_pool_size=MAX_EXAMPLES).example_pool_size == MAX_EXAMPLES
+    with pytest.raises(ValueError, match="example_pool_size=129 and max_examples=10 must be at most 128"):
+        GenerationConfig(example_pool_size=MAX_EXAMPLES + 1)
