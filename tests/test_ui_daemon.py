@@ -95,6 +95,20 @@ def _ticks(instance: dg.DagsterInstance, name: str) -> list:
     return out
 
 
+def _metrics_runs(instance: dg.DagsterInstance) -> list:
+    return [r for r in instance.get_runs() if r.tags.get("genepool/trigger") == "trace_ingest"]
+
+
+def _failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """What the run's event log says went wrong (for an assertion message)."""
+    out = []
+    for rec in instance.all_logs(run_id):
+        dagster_event = rec.dagster_event
+        if dagster_event is not None and dagster_event.is_failure:
+            out.append(f"{dagster_event.event_type_value}: {rec.message[:400]}")
+    return out or ["(no failure event)"]
+
+
 @pytest.mark.timeout(600)
 def test_running_daemon_starts_a_generation_only_for_the_opted_in_agent(pg_server_url, tmp_path):
     db = Database(_new_database(pg_server_url, "gpd"))
@@ -195,6 +209,10 @@ def test_running_daemon_after_an_approval_runs_the_canary_refreshes_the_metrics_
         try:
             [gen] = _wait("the threshold sensor to request a generation after the canary",
                           lambda: instance.get_runs(dg.RunsFilter(job_name="generation_job")), 420, log)
+            # stopping the daemon stops the runs it launched: let the metrics refreshes in flight finish first
+            # (on a loaded machine the refresh that fed the threshold sensor may still be running its dbt tests)
+            _wait("the metrics refreshes to finish", lambda: _metrics_runs(instance) and all(
+                r.is_finished for r in _metrics_runs(instance)), 180, log)
         finally:
             stop_daemon(proc)
     try:
@@ -208,8 +226,10 @@ def test_running_daemon_after_an_approval_runs_the_canary_refreshes_the_metrics_
         # the stub's echo answers fail the strict checkers: the new production prompt is unhealthy
         assert gen.tags["genepool/reason"] == "success 0.00 < 0.80"
         assert gen.tags["dagster/partition"] == f"{SD}|g0001"
-        # the metrics were refreshed by trace_ingest_sensor's runs (one may still be in flight when the daemon stops)
-        metrics = [r for r in instance.get_runs() if r.tags.get("genepool/trigger") == "trace_ingest"]
-        assert any(r.status == dg.DagsterRunStatus.SUCCESS for r in metrics), [r.status for r in metrics]
+        # the metrics were refreshed by trace_ingest_sensor's runs, and every one of them succeeded
+        metrics = _metrics_runs(instance)
+        failed = {r.run_id: _failure_messages(instance, r.run_id) for r in metrics
+                  if r.status != dg.DagsterRunStatus.SUCCESS}
+        assert metrics and not failed, failed
     finally:
         instance.dispose()
