@@ -99,6 +99,10 @@ def _metrics_runs(instance: dg.DagsterInstance) -> list:
     return [r for r in instance.get_runs() if r.tags.get("genepool/trigger") == "trace_ingest"]
 
 
+def _all_finished(runs: list) -> bool:
+    return bool(runs) and all(r.is_finished for r in runs)
+
+
 def _failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """What the run's event log says went wrong (for an assertion message)."""
     out = []
@@ -211,8 +215,7 @@ def test_running_daemon_after_an_approval_runs_the_canary_refreshes_the_metrics_
                           lambda: instance.get_runs(dg.RunsFilter(job_name="generation_job")), 420, log)
             # stopping the daemon stops the runs it launched: let the metrics refreshes in flight finish first
             # (on a loaded machine the refresh that fed the threshold sensor may still be running its dbt tests)
-            _wait("the metrics refreshes to finish", lambda: _metrics_runs(instance) and all(
-                r.is_finished for r in _metrics_runs(instance)), 180, log)
+            _wait("the metrics refreshes to finish", lambda: _all_finished(_metrics_runs(instance)), 180, log)
         finally:
             stop_daemon(proc)
     try:

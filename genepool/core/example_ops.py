@@ -46,9 +46,6 @@ SELECT_CHOICES = (1, 2, 3, 4, 6)  # nearest examples shown per request by a pool
 NEWLINE_STOP: tuple[str, ...] = ("\n",)
 
 
-_norm = normalize_text
-
-
 def _as_output(value: Any) -> str:
     import json
 
@@ -67,7 +64,7 @@ class PoolExample:
 
     @property
     def label(self) -> str:
-        return _norm(self.example.output)
+        return normalize_text(self.example.output)
 
 
 class ExamplePool:
@@ -79,7 +76,7 @@ class ExamplePool:
         successes: Sequence[Any] = (),
         forbidden_inputs: frozenset[str] | set[str] = frozenset(),
     ):
-        banned = {_norm(x) for x in forbidden_inputs}
+        banned = {normalize_text(x) for x in forbidden_inputs}
         seen: set[tuple[str, str]] = set()
         entries: list[PoolExample] = []
 
@@ -92,9 +89,9 @@ class ExamplePool:
                 inp, out = field_of(r, "input"), field_of(r, output_field)
                 if inp is None or out is None or not str(inp).strip() or not _as_output(out):
                     continue
-                if _norm(inp) in banned:
+                if normalize_text(inp) in banned:
                     continue
-                key = (_norm(inp), source)
+                key = (normalize_text(inp), source)
                 if key in seen:
                     continue
                 seen.add(key)
@@ -105,7 +102,7 @@ class ExamplePool:
         take(successes, "output", "bootstrapped")
         entries.sort(key=lambda e: (e.task, e.source, e.example.input))
         self.entries = entries
-        self.task_of_input = {_norm(e.example.input): e.task for e in entries}
+        self.task_of_input = {normalize_text(e.example.input): e.task for e in entries}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -114,10 +111,10 @@ class ExamplePool:
         return sorted({e.task for e in self.entries})
 
     def for_task(self, task: str, exclude_inputs: set[str]) -> list[PoolExample]:
-        return [e for e in self.entries if e.task == task and _norm(e.example.input) not in exclude_inputs]
+        return [e for e in self.entries if e.task == task and normalize_text(e.example.input) not in exclude_inputs]
 
     def task_of(self, ex: Example) -> str | None:
-        return self.task_of_input.get(_norm(ex.input))
+        return self.task_of_input.get(normalize_text(ex.input))
 
 
 def _failure_weights(clusters: Sequence[FailureCluster], tasks: Sequence[str]) -> list[float]:
@@ -137,7 +134,7 @@ def _balanced_pick(candidates: list[PoolExample], shown: Counter, rng: random.Ra
 
 
 def _labels_shown(g: Genome, pool: ExamplePool, task: str) -> Counter:
-    return Counter(_norm(e.output) for e in g.examples if pool.task_of(e) == task)
+    return Counter(normalize_text(e.output) for e in g.examples if pool.task_of(e) == task)
 
 
 def add_example(
@@ -150,7 +147,7 @@ def add_example(
     """Add one label-balanced example for a task drawn by its share of the failures."""
     if len(g.examples) >= max_examples or not len(pool):
         return g
-    used = {_norm(e.input) for e in g.examples}
+    used = {normalize_text(e.input) for e in g.examples}
     tasks = [t for t in pool.tasks() if pool.for_task(t, used)]
     if not tasks:
         return g
@@ -165,14 +162,14 @@ def swap_example(g: Genome, rng: random.Random, pool: ExamplePool) -> Genome:
     """Replace one example by another of the same task, preferring a label the genome shows least."""
     if not g.examples or not len(pool):
         return g
-    used = {_norm(e.input) for e in g.examples}
+    used = {normalize_text(e.input) for e in g.examples}
     slots = [i for i, e in enumerate(g.examples) if pool.task_of(e) and pool.for_task(pool.task_of(e), used)]
     if not slots:
         return g
     i = slots[rng.randrange(len(slots))]
     task = pool.task_of(g.examples[i])
     shown = _labels_shown(g, pool, task)
-    shown[_norm(g.examples[i].output)] -= 1  # the one leaving does not count
+    shown[normalize_text(g.examples[i].output)] -= 1  # the one leaving does not count
     pick = _balanced_pick(pool.for_task(task, used), shown, rng)
     examples = list(g.examples)
     examples[i] = pick.example
@@ -183,7 +180,7 @@ def drop_example_redundant(g: Genome, rng: random.Random, pool: ExamplePool) -> 
     """Drop one example of the most-shown (task, label); a task keeps at least one example."""
     if not g.examples:
         return g
-    keys = [(pool.task_of(e) or "?", _norm(e.output)) for e in g.examples]
+    keys = [(pool.task_of(e) or "?", normalize_text(e.output)) for e in g.examples]
     per_task = Counter(t for t, _ in keys)
     per_key = Counter(keys)
     droppable = [i for i, (t, _) in enumerate(keys) if per_task[t] > 1 or t == "?"]
@@ -249,7 +246,7 @@ def fewshot_init(g: Genome, rng: random.Random, pool: ExamplePool, per_task: int
     chosen: dict[str, list[PoolExample]] = {t: [] for t in tasks}
     for _ in range(per_task):
         for task in tasks:
-            used = {_norm(e.example.input) for e in chosen[task]}
+            used = {normalize_text(e.example.input) for e in chosen[task]}
             cands = pool.for_task(task, used)
             labelled = [c for c in cands if c.source == "labelled"]
             cands = labelled or cands
