@@ -27,6 +27,7 @@ from genepool.core.genome import Genome
 from genepool.db import Database, migrate
 from genepool.registry import PromptRegistry
 from resources.dbt import dbt_resource
+from tests.scale.procs import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 SD, PL = "support-desk", "planner"
@@ -64,13 +65,8 @@ def start_daemon(home: Path, env: dict) -> subprocess.Popen:
 
 
 def stop_daemon(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    """SIGINT to the daemon's process group (its code server included); SIGKILL to what still runs 30 s later."""
+    stop(proc, timeout=30, first=signal.SIGINT)
 
 
 def _wait(what: str, fn, timeout: float, log: Path):

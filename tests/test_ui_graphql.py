@@ -31,6 +31,7 @@ from dagster_graphql import DagsterGraphQLClient
 from assets.partitions import add_partitions, run_partition_tags
 from genepool.db import migrate
 from tests.conftest import _new_database
+from tests.scale.procs import stop
 from tests.stub_llm_server import StubLLMServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,13 +136,7 @@ def ui(pg_server_url, tmp_path_factory):
                 time.sleep(1.0)
             yield UI(DagsterGraphQLClient("127.0.0.1", port_number=port), instance, log)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+            stop(proc, timeout=30, first=signal.SIGINT)
             instance.dispose()
 
 

@@ -45,20 +45,32 @@ def start(argv: list[str], log: Path, env: dict | None = None, cwd: Path = ROOT)
                             start_new_session=True)
 
 
-def stop(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
-    """Stop a process we started and its children (its own session/process group), by pid."""
-    if proc is None or proc.poll() is not None:
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the leader if it exited: a zombie still counts as a member of its group
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 20.0, first: int = signal.SIGTERM) -> None:
+    """Stop a process we started and its children (its own session/process group), by pid: ``first`` to the
+    group, SIGKILL to whatever of it is still running ``timeout`` s later. Waits for the whole group, not only
+    its leader, so a child that outlives the leader (e.g. a Dagster code server) is not left behind."""
+    if proc is None:
         return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (first, signal.SIGKILL):
+        if not _group_alive(proc):
+            break
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=timeout)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            break
+        deadline = time.monotonic() + timeout
+        while _group_alive(proc) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    proc.wait(timeout=10)
 
 
 class StubLLM:
