@@ -14,7 +14,8 @@ Results per budget (every failure is recorded as the result, verbatim, with the 
   ``auto=None``, 2 candidates, trials sized from the budget, every proposer aid off (program, dataset
   summary, tips, demos), so the search is mostly over demo sets;
 - ``dspy-random-search``: ``BootstrapFewShotWithRandomSearch`` with as many candidate programs as the
-  budget pays for on the valset.
+  budget pays for on the valset. It takes no seed (its candidates are always seeded -3, -2, ..., n), so
+  ``ctx.seed`` reaches only MIPROv2 and another seed repeats the same run (from the cache).
 Budget-free: ``dspy-labeled``: ``LabeledFewShot(k=GenerationConfig.max_examples)`` (no rollouts).
 
 Test evaluation runs the compiled DSPy program and scores the RAW completion of each item's last task call
