@@ -9,7 +9,14 @@ import pytest
 
 from benchmarks import compare
 from benchmarks.peers import baseline_arm
-from benchmarks.peers.common import ArmContext, ArmResult, MeteredLLM, evaluate_outputs, is_reflection
+from benchmarks.peers.common import (
+    ArmContext,
+    ArmResult,
+    MeteredLLM,
+    RolloutBudgetExhausted,
+    evaluate_outputs,
+    is_reflection,
+)
 from genepool.core.benchmark import Item
 from genepool.core.genome import Genome
 from genepool.llm import Completion, LlamaCppProvider, LLMClient
@@ -74,6 +81,51 @@ def test_metered_llm_separates_rollouts_reflection_and_test():
     assert llm.summary("test")["rollouts"] == 1
     assert llm.calls_made == 0  # attributes come from the wrapped client
     assert is_reflection("dspy:prompt_model") and not is_reflection("traces")
+
+
+def test_metered_llm_cap_refuses_rollouts_past_the_budget_only():
+    llm = MeteredLLM(FakeClient(["positive"] * 10), rollout_cap=2)
+    with llm.phase("optimize"):
+        llm.chat([], purpose="dspy:task")
+        llm.chat([], purpose="dspy:prompt_model")  # reflection: not a rollout, never refused
+        llm.chat([], purpose="dspy:task")
+        with pytest.raises(RolloutBudgetExhausted, match="2 rollouts"):
+            llm.chat([], purpose="dspy:task")
+        llm.chat([], purpose="dspy:prompt_model")
+    with llm.phase("test"):
+        llm.chat([], purpose="dspy:task")  # the test evaluation is never refused
+    opt = llm.summary("optimize")
+    assert (opt["rollouts"], opt["reflection_calls"], opt["refused_over_cap"], opt["rollout_cap"]) == (2, 2, 1, 2)
+    assert len(llm.records) == 5  # the refused call was neither sent nor recorded
+    assert "rollout_cap" not in MeteredLLM(FakeClient([])).summary("optimize")
+
+
+def test_dspy_random_search_stays_within_the_rollout_cap():
+    """BootstrapFewShotWithRandomSearch sizes its search in candidates, not calls (its bootstrapping on train
+    comes on top); under the cap it spends at most the budget and still returns a program."""
+    dspy = pytest.importorskip("dspy")
+    from benchmarks.peers import dspy_arm
+
+    class EchoClient(FakeClient):
+        """Test double: always answers in DSPy's field format with the label "positive"."""
+
+        def chat(self, messages, params=None, *, purpose="", partition_key=None):
+            return Completion("[[ ## answer ## ]]\npositive\n\n[[ ## completed ## ]]", 10, 2, 5.0, 0.0, False, "h")
+
+    train = [_item(i, split="train", expected=("positive", "negative")[i % 2]) for i in range(12)]
+    val = [_item(100 + i, split="validation") for i in range(5)]
+    by_id = {it.id: it for it in [*train, *val]}
+    llm = MeteredLLM(EchoClient([]), rollout_cap=20)
+    task_lm, _ = dspy_arm._lms(llm)
+    with llm.phase("optimize"), dspy.context(lm=task_lm):
+        tp = dspy.BootstrapFewShotWithRandomSearch(metric=dspy_arm._metric(by_id), max_bootstrapped_demos=2,
+                                                   max_labeled_demos=2, num_candidate_programs=6,
+                                                   num_threads=1, max_errors=10_000)
+        program = tp.compile(dspy_arm._program("Classify."), trainset=dspy_arm._examples(train),
+                             valset=dspy_arm._examples(val))
+    opt = llm.summary("optimize")
+    assert opt["rollouts"] == 20 and opt["refused_over_cap"] > 0  # 9 candidates x 5 items would be 45+
+    assert program is not None
 
 
 def test_evaluate_outputs_uses_the_strict_checkers():

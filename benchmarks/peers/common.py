@@ -44,16 +44,26 @@ class CallRecord:
     text: str = ""  # the raw completion (DSPy arms are scored on it, not on their parsed field)
 
 
+class RolloutBudgetExhausted(RuntimeError):
+    """Raised instead of a rollout once an arm's optimisation has spent its whole budget."""
+
+
 class MeteredLLM:
     """Same ``chat`` interface as ``LLMClient``; records every call with the current phase.
 
-    One per arm run, over the shared cached client, so counts are per arm.
+    One per arm run, over the shared cached client, so counts are per arm. With ``rollout_cap`` set, a
+    rollout asked for in the ``optimize`` phase once ``rollout_cap`` rollouts are spent is refused with
+    ``RolloutBudgetExhausted`` (nothing is sent, nothing recorded, ``refused`` counts it): a hard budget for
+    optimisers that cannot size their own search in calls. Reflection and test calls are never refused.
     """
 
-    def __init__(self, client: LLMClient):
+    def __init__(self, client: LLMClient, rollout_cap: int | None = None):
         self.client = client
         self.records: list[CallRecord] = []
         self._phase = "optimize"
+        self.rollout_cap = rollout_cap
+        self.refused = 0
+        self._optimize_rollouts = 0
 
     def __getattr__(self, name: str) -> Any:
         # model, provider, db, cost_table, calls_made, calls_cached, ... come from the wrapped client
@@ -77,11 +87,17 @@ class MeteredLLM:
         purpose: str = "",
         partition_key: str | None = None,
     ) -> Completion:
+        if (self.rollout_cap is not None and self._phase == "optimize" and not is_reflection(purpose)
+                and self._optimize_rollouts >= self.rollout_cap):
+            self.refused += 1
+            raise RolloutBudgetExhausted(f"the budget of {self.rollout_cap} rollouts is spent")
         comp = self.client.chat(messages, params, purpose=purpose, partition_key=partition_key)
         self.records.append(
             CallRecord(self._phase, purpose, comp.cached, comp.prompt_tokens, comp.completion_tokens, comp.latency_ms,
                        comp.text)
         )
+        if self._phase == "optimize" and not is_reflection(purpose):
+            self._optimize_rollouts += 1
         return comp
 
     def summary(self, phase: str) -> dict[str, Any]:
@@ -100,6 +116,8 @@ class MeteredLLM:
             "reflection_tokens": sum(r.prompt_tokens + r.completion_tokens for r in refl),
             "model_ms": round(sum(r.latency_ms for r in recs), 1),
             "by_purpose": dict(sorted(by_purpose.items())),
+            **({"rollout_cap": self.rollout_cap, "refused_over_cap": self.refused}
+               if phase == "optimize" and self.rollout_cap is not None else {}),
         }
 
 

@@ -16,6 +16,13 @@ Results per budget (every failure is recorded as the result, verbatim, with the 
 - ``dspy-random-search``: ``BootstrapFewShotWithRandomSearch`` with as many candidate programs as the
   budget pays for on the valset. It takes no seed (its candidates are always seeded -3, -2, ..., n), so
   ``ctx.seed`` reaches only MIPROv2 and another seed repeats the same run (from the cache).
+
+Every budgeted arm runs under a hard cap of ``budget`` rollouts (``MeteredLLM(rollout_cap=...)``): DSPy
+sizes its search in candidates and trials, not calls, and its bootstrapping on train comes on top of the
+valset evaluations, so without the cap it overspent (435 rollouts at 300). A rollout asked for past the
+cap raises ``RolloutBudgetExhausted``, which DSPy counts as a failed example (score 0), so a candidate
+scored after the budget is spent cannot be chosen over one scored within it; ``optimize.refused_over_cap``
+records how many calls were refused.
 Budget-free: ``dspy-labeled``: ``LabeledFewShot(k=GenerationConfig.max_examples)`` (no rollouts).
 
 Test evaluation runs the compiled DSPy program and scores the RAW completion of each item's last task call
@@ -214,7 +221,7 @@ def run(ctx: ArmContext, budget: int) -> list[ArmResult]:
     results: list[ArmResult] = []
 
     def attempt(arm: str, compile_fn, extra: dict) -> ArmResult:
-        llm = MeteredLLM(_client_for(ctx))
+        llm = MeteredLLM(_client_for(ctx), rollout_cap=budget)  # DSPy cannot size its search in calls
         task_lm, prompt_lm = _lms(llm)
         sw = Stopwatch()
         try:
