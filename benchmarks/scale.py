@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 from tests.scale import procs
 
 OUT = Path(__file__).with_name("scale.json")
+NOTES = ("stub OpenAI-compatible server (test double) with fixed latency; the Dagster/PostgreSQL overhead is "
+         "CPU-bound, so other jobs on the machine inflate it: machine.loadavg_at_end says how busy it was")
 SIZES = {"seed": 5, "trace_items": 16, "population_size": 4, "n_targets": 6, "n_controls": 4, "validate_top": 2,
          "validation_items": 8, "test_items": 8, "max_rollouts": 200, "n_reflect": 0}
 
@@ -203,7 +205,7 @@ def summarise(result: dict) -> dict:
         if any(1 - r["llm_share"] > 0.05 for r in conc):
             findings.append("the non-LLM part of a generation (Dagster run and steps, PostgreSQL writes) takes "
                             f"{min(r['non_llm_s'] for r in conc):.0f}-{max(r['non_llm_s'] for r in conc):.0f} s here, "
-                            "on 2 cores shared with other jobs")
+                            f"on {os.cpu_count()} cores")
     speedups = {}
     for c in sorted({r.get("llm_concurrency", 0) for r in workers}):
         w = {r["workers"]: r["wall_s"] for r in workers if r.get("llm_concurrency", 0) == c}
@@ -217,7 +219,8 @@ def summarise(result: dict) -> dict:
             one, two = rows[1]["run_s"], rows[2]["run_s"]
             findings.append(f"at llm_concurrency {c} two workers gave {sp}x: a run took "
                             f"{min(one):.0f}-{max(one):.0f} s alone and {min(two):.0f}-{max(two):.0f} s beside another,"
-                            " i.e. the runs were CPU-bound (2 shared cores), not waiting on the model")
+                            f" i.e. the runs were CPU-bound ({os.cpu_count()} cores for both workers), "
+                            "not waiting on the model")
     best = max(speedups.values(), default=None)
     result["targets"] = {
         "concurrency_efficiency_ge_0.8": all(r["efficiency"] >= 0.8 for r in conc) if conc else None,
@@ -277,8 +280,7 @@ def main() -> None:
         "concurrency": conc,
         "workers": workers,
         "total_s": round(time.time() - t0, 1),
-        "notes": "stub OpenAI-compatible server (test double) with fixed latency; 2 shared CPU cores, other jobs "
-                 "running (loadavg above): Dagster/PostgreSQL overhead is CPU-bound and is inflated by that load.",
+        "notes": NOTES,
     }
     Path(a.out).write_text(json.dumps(summarise(result), indent=2) + "\n")
     print(f"wrote {a.out}")
