@@ -129,14 +129,16 @@ def open_database(url: str | None):
 
 
 def git_commit() -> str | None:
-    """The commit the code ran at (plus '-dirty' when the work tree differs), or None outside git."""
+    """The commit the code ran at (plus '-dirty' when the code in the work tree differs: results and other JSON
+    under benchmarks/ are not code), or None outside git."""
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "genepool", "benchmarks"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "genepool", "benchmarks",
+                                ":(exclude)benchmarks/results", ":(exclude)benchmarks/*.json"], cwd=root,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
