@@ -525,11 +525,33 @@ def readme_summary(folders: list[Path]) -> str:
 
 
 # --- main ---------------------------------------------------------------------------------------
+README_BLOCKS = {"bench-table": readme_table, "bench-summary": readme_summary}
+
+
+def write_readme(readme: Path, folders: list[Path]) -> None:
+    """Rewrite the README's ``<!-- bench-table:start/end -->`` and ``<!-- bench-summary:start/end -->`` blocks
+    from the results in ``folders``; everything outside the markers is kept as it is."""
+    text = readme.read_text(encoding="utf-8")
+    for name, render in README_BLOCKS.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            raise SystemExit(f"{readme}: needs exactly one {start} followed by one {end}")
+        head, rest = text.split(start, 1)
+        text = head + start + "\n" + render(folders).strip() + "\n" + end + rest.split(end, 1)[1]
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(readme)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("--readme-table", "--readme-summary"):
+    if argv and argv[0] in ("--readme-table", "--readme-summary", "--write-readme"):
         folders = [Path(a) for a in argv[1:]] or sorted(p.parent for p in RESULTS_DIR.glob("*/compare.json"))
-        print((readme_table if argv[0] == "--readme-table" else readme_summary)(folders))
+        if argv[0] == "--write-readme":
+            write_readme(RESULTS_DIR.parent.parent / "README.md", folders)
+            print(f"rewrote the benchmark tables of {RESULTS_DIR.parent.parent / 'README.md'}")
+        else:
+            print(README_BLOCKS["bench-" + argv[0].removeprefix("--readme-")](folders))
         return 0
     args = parse_args(argv)
     started = time.perf_counter()

@@ -87,3 +87,21 @@ def test_readme_tables_are_the_committed_results():
         assert start in readme and end in readme, f"README.md lacks the {start} ... {end} block"
         block = readme.split(start, 1)[1].split(end, 1)[0].strip()
         assert block == render(folders).strip(), f"README.md's {name} differs from the committed compare.json"
+
+
+def test_write_readme_rewrites_only_the_marked_blocks(tmp_path, monkeypatch):
+    from benchmarks import compare
+
+    monkeypatch.setitem(compare.README_BLOCKS, "bench-table", lambda folders: f"TABLE of {len(folders)}")
+    monkeypatch.setitem(compare.README_BLOCKS, "bench-summary", lambda folders: "SUMMARY")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench-table:start -->\nold\n<!-- bench-table:end -->\nmiddle\n"
+                      "<!-- bench-summary:start -->\nold\nold\n<!-- bench-summary:end -->\nend\n", encoding="utf-8")
+    compare.write_readme(readme, [tmp_path, tmp_path])
+    assert readme.read_text(encoding="utf-8") == (
+        "intro\n<!-- bench-table:start -->\nTABLE of 2\n<!-- bench-table:end -->\nmiddle\n"
+        "<!-- bench-summary:start -->\nSUMMARY\n<!-- bench-summary:end -->\nend\n")
+    readme.write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="needs exactly one <!-- bench-table:start -->"):
+        compare.write_readme(readme, [])
+    assert readme.read_text(encoding="utf-8") == "no markers\n"
