@@ -548,8 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("--readme-table", "--readme-summary", "--write-readme"):
         folders = [Path(a) for a in argv[1:]] or sorted(p.parent for p in RESULTS_DIR.glob("*/compare.json"))
         if argv[0] == "--write-readme":
-            write_readme(RESULTS_DIR.parent.parent / "README.md", folders)
-            print(f"rewrote the benchmark tables of {RESULTS_DIR.parent.parent / 'README.md'}")
+            readme = RESULTS_DIR.parent.parent / "README.md"
+            write_readme(readme, folders)
+            print(f"rewrote the benchmark tables of {readme}")
         else:
             print(README_BLOCKS["bench-" + argv[0].removeprefix("--readme-")](folders))
         return 0
