@@ -75,7 +75,7 @@ def goal_rows(results: Sequence[dict[str, Any]], agent: str) -> dict[str, Any]:
     for r in results:
         if r.get("arm") == "genepool" and r.get("status") == "ok":
             only_g, only_best = discordant(r["test"]["outcomes"], best["test"]["outcomes"])
-            genepool.append({"budget": r.get("budget"), "seed": r.get("extra", {}).get("seed", r.get("seed")),
+            genepool.append({"budget": r.get("budget"), "seed": r.get("seed"),
                              "successes": r["test"]["successes"], "items_only_genepool_solves": only_g,
                              "items_only_best_solves": only_best})
     return {
@@ -95,11 +95,12 @@ def right_answer(question: str) -> str:
     if m := _ARITH.match(question):
         a, op, b = int(m[1]), m[2], int(m[3])
         return str({"+": a + b, "-": a - b, "x": a * b}[op])
-    if m := _CAPITAL.match(question):
-        return dict(CAPITALS)[m[1]]
-    if m := _OPPOSITE.match(question):
-        opposite = {a: b for a, b in OPPOSITES} | {b: a for a, b in OPPOSITES}
-        return opposite[m[1]]
+    capitals = dict(CAPITALS)
+    opposites = {a: b for a, b in OPPOSITES} | {b: a for a, b in OPPOSITES}
+    if (m := _CAPITAL.match(question)) and m[1] in capitals:
+        return capitals[m[1]]
+    if (m := _OPPOSITE.match(question)) and m[1] in opposites:
+        return opposites[m[1]]
     for template, factor in UNITS:
         head, tail = template.split("{x}")
         if question.startswith(head) and question.endswith(tail):
@@ -121,6 +122,17 @@ def same_answer(output: str, right: str) -> bool:
     lines = output.strip().splitlines()
     words = _TOKEN.findall(lines[0]) if lines else []
     return bool(words) and words[-1].strip(string.punctuation).lower() == right.lower()
+
+
+def critic_chat(llm: Any) -> Callable[[list[dict[str, str]]], str]:
+    """``messages -> answer`` through ``llm`` (a ``MeteredLLM``), greedy, one line: how the probe asks."""
+
+    def ask(messages: list[dict[str, str]]) -> str:
+        with llm.phase("test"):
+            return llm.chat(messages, {"temperature": 0.0, "max_tokens": 16, "stop": ["\n"]},
+                            purpose="bench:headroom:critic").text
+
+    return ask
 
 
 def critic_knowledge(chat: Callable[[list[dict[str, str]]], str], items: Sequence[Any],
@@ -150,7 +162,7 @@ def critic_knowledge(chat: Callable[[list[dict[str, str]]], str], items: Sequenc
         out = dict(zip(test_ids, r["test"]["outcomes"], strict=True))
         unknown = [i for i in test_ids if not knows.get(i)]
         arms.append({
-            "arm": r["arm"], "budget": r.get("budget"), "seed": r.get("extra", {}).get("seed", r.get("seed")),
+            "arm": r["arm"], "budget": r.get("budget"), "seed": r.get("seed"),
             "verdicts_right_where_model_knows": f"{sum(out[i] for i in known)}/{len(known)}",
             "verdicts_right_where_model_does_not": f"{sum(out[i] for i in unknown)}/{len(unknown)}",
         })
@@ -233,21 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         "goal": [goal_rows(d["results"], a) for a, d in docs.items()],
     }
 
-    critic_items = load_agent_benchmark("critic")
-
-    def ask(messages: list[dict[str, str]]) -> str:
-        with llm.phase("test"):
-            return llm.chat(messages, {"temperature": 0.0, "max_tokens": 16, "stop": ["\n"]},
-                            purpose="bench:headroom:critic").text
-
-    out["critic_knowledge"] = critic_knowledge(ask, critic_items, docs["critic"]["results"],
-                                               docs["critic"]["test_ids"])
+    out["critic_knowledge"] = critic_knowledge(critic_chat(llm), load_agent_benchmark("critic"),
+                                               docs["critic"]["results"], docs["critic"]["test_ids"])
 
     spec, train, val, test = load_splits("support-desk", False)
     sd = docs["support-desk"]
     if [it.id for it in test] != sd["test_ids"]:
         raise SystemExit("benchmarks/results/support-desk/compare.json was made on other test items; re-run it")
-    best = goal_rows(sd["results"], "support-desk")["best_other_arm"]
+    best = next(g["best_other_arm"] for g in out["goal"] if g["agent_type"] == "support-desk")
     row = next(r for r in sd["results"] if r["arm"] == best)
     out["support_desk_copy"] = {"arm": best, **copy_rows(Genome.from_dict(row["final_prompt"]), test,
                                                          row["test"]["outcomes"])}

@@ -22,7 +22,7 @@ from benchmarks.peers.fewshot_arm import knn_fewshot_genome
 from benchmarks.stats import mcnemar_exact_p
 from genepool.agents import get_agent, load_agent_benchmark
 from genepool.core.benchmark import split_items
-from genepool.core.genome import Example, Genome
+from genepool.core.genome import Example
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -74,16 +74,18 @@ def test_right_answer_matches_every_generated_critic_verdict():
 def test_right_answer_names_an_unknown_question():
     with pytest.raises(ValueError, match="no rule"):
         right_answer("Who wrote Hamlet?")
+    with pytest.raises(ValueError, match="no rule"):
+        right_answer("What is the capital of Atlantis?")
     with pytest.raises(ValueError, match="Proposed answer"):
         split_critic_input("Is it correct?")
 
 
-@pytest.mark.parametrize(("output", "ok"), [
-    ("Rome", True), ("rome.", True), ("11 x 2 = 22", True), ("capital of Italy is Rome\nmore", True),
-    ("Rome is the capital", False), ("", False), ("22 or 23", False),
+@pytest.mark.parametrize(("output", "right", "ok"), [
+    ("Rome", "Rome", True), ("rome.", "Rome", True), ("11 x 2 = 22", "22", True),
+    ("capital of Italy is Rome\nmore", "Rome", True), ("Rome is the capital", "Rome", False), ("", "Rome", False),
+    ("22 or 23", "22", False),
 ])
-def test_same_answer_reads_the_last_word_of_the_first_line(output, ok):
-    right = "22" if "2" in output else "Rome"
+def test_same_answer_reads_the_last_word_of_the_first_line(output, right, ok):
     assert same_answer(output, right) is ok
 
 
@@ -108,10 +110,22 @@ def test_critic_knowledge_splits_verdicts_by_what_the_model_knows():
     assert len(shots) == 8 and all(s["content"] != asked[0][-1]["content"] for s in shots)
 
 
-def _pool_genome(outputs):
-    seed = Genome(role="You answer.")
-    return seed.with_(examples=tuple(Example(f"sentiment of message number {i} here", o) for i, o in
-                                     enumerate(outputs)), example_format="turns")
+def test_critic_knowledge_with_the_real_model_is_free_to_re_run(db):
+    """The real path: SmolLM2 through the cached LLMClient on PostgreSQL, a few critic questions."""
+    from benchmarks.headroom import critic_chat
+    from benchmarks.peers.common import MeteredLLM
+    from genepool.llm import LlamaCppProvider, LLMClient
+
+    items = load_agent_benchmark("critic")
+    few = [it for it in items if it.split == "train"] + [it for it in items if it.split == "test"][:4]
+    test_ids = [it.id for it in few if it.split == "test"]
+    client = LLMClient(LlamaCppProvider(), db)
+    first, again = MeteredLLM(client), MeteredLLM(client)
+    a = critic_knowledge(critic_chat(first), few, [], test_ids)
+    b = critic_knowledge(critic_chat(again), few, [], test_ids)
+    assert a == b and a["asked"] == 4 and 0 <= a["answered_right"] <= 4
+    assert first.summary("test")["calls"] == 4 and first.summary("test")["cached"] == 0
+    assert again.summary("test")["cached"] == 4  # a re-run makes no model call
 
 
 def test_label_diverse_shows_each_label_before_a_second_of_any():
