@@ -2,7 +2,7 @@
 
     python -m benchmarks.headroom        # -> benchmarks/results/headroom.json
 
-Reads the committed ``benchmarks/results/<agent>/compare.json`` files and makes 1,361 model calls (the same
+Reads the committed ``benchmarks/results/<agent>/compare.json`` files and makes 1,651 model calls (the same
 local model, greedy, through the cached ``LLMClient``: a re-run costs no calls). Four measurements:
 
 1. ``goal``: per suite, the best arm other than genepool (highest test success) and the fewest test successes a
